@@ -1,0 +1,1 @@
+"""Pure functions on arrays: selectivity, information, curves, correlations."""

@@ -1,0 +1,68 @@
+"""Shared option declarations and the error boundary of every command."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sdaudit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BadFlagError, SdauditError
+
+ModelArg = Annotated[Path, typer.Argument(help="The model: an .onnx file.", show_default=False)]
+LayersOpt = Annotated[
+    str,
+    typer.Option(
+        "--layers", "-l",
+        help="Which activation tensors: default (the paper's choice), all, last:N, first:N, "
+        "or comma-separated tensor names and glob patterns.",
+    ),
+]
+InputShapeOpt = Annotated[
+    str | None,
+    typer.Option("--input-shape", help="Input shape where the model leaves it open, e.g. "
+                 "1,3,224,224 (or name:1,3,224,224;other:...).", show_default=False),
+]
+
+
+def err_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise BadFlagError(f"{flag} {text!r} is not a comma-separated list of numbers",
+                           f"e.g. {flag} 0,0.1,0.5") from None
+    if not values:
+        raise BadFlagError(f"{flag} is empty", f"e.g. {flag} 0,0.1,0.5")
+    return values
+
+
+@contextmanager
+def boundary() -> Iterator[None]:
+    """User errors → one line on stderr, exit 2; Ctrl-C → 130; bugs → traceback, exit 3."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except SdauditError as exc:
+        print(f"sdaudit: error: {exc}", file=sys.stderr)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print("sdaudit: interrupted", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception:
+        traceback.print_exc()
+        print("sdaudit: internal error: this is a bug in sdaudit; please report it with the "
+              "traceback above", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERNAL) from None

@@ -1,0 +1,187 @@
+"""``sdaudit scan MODEL --data PATH``: the audit, its report, and the CI gate's exit code."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from sdaudit.cli.common import (
+    InputShapeOpt,
+    LayersOpt,
+    ModelArg,
+    boundary,
+    err_console,
+    parse_floats,
+)
+from sdaudit.errors import EXIT_GATE_FAILED, EXIT_OK, BadFlagError
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class AblationValue(str, Enum):
+    zero = "zero"
+    mean = "mean"
+
+
+class _CliHooks:
+    """Plan, estimate and progress bars on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.console = err_console()
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def plan(self, plan: Any) -> None:
+        if self.quiet:
+            return
+        self.console.print(
+            f"[dim]plan:[/] {plan.samples} samples × ({plan.mask_configs} ablation + "
+            f"{plan.noise_configs} noise configurations + {plan.unablated_passes} unablated "
+            f"passes) = {plan.forward_passes:,} forward passes over {plan.units} units in "
+            f"{plan.layers} layers")
+
+    def estimate(self, seconds: float) -> None:
+        if not self.quiet:
+            self.console.print(f"[dim]estimated time:[/] {seconds:,.1f} s")
+
+    def progress(self, phase: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self._progress is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("{task.description:<22}"), BarColumn(),
+                                      TextColumn("{task.percentage:>5.1f}%"), TimeRemainingColumn(),
+                                      console=self.console, transient=True)
+            self._progress.start()
+        if phase not in self._tasks:
+            self._tasks[phase] = self._progress.add_task(phase, total=max(total, 1))
+        self._progress.update(self._tasks[phase], completed=min(done, total))
+
+    def note(self, message: str) -> None:
+        self.console.print(f"[yellow]note:[/] {message}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def scan(
+    model: ModelArg,
+    data: Path = typer.Option(..., "--data", "-d", help="Labelled data: an .npz with x and y, or "
+                              "a folder with one sub-folder of images per class.",
+                              show_default=False),
+    select: LayersOpt = "default",
+    measure: str = typer.Option("all", help="Comma-separated: all, selectivity, ablation, "
+                                "ordered, noise, importance."),
+    fractions: str = typer.Option("0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+                                  help="Fractions of units to ablate, increasing, in [0, 1]."),
+    draws: int = typer.Option(5, help="Random permutations (and noise draws) per point."),
+    seed: int = typer.Option(0, help="Seed of every random draw."),
+    noise_levels: str = typer.Option("0.0316,0.1,0.316,1,3.16,10",
+                                     help="Noise s.d. as multiples α of each unit's own s.d."),
+    ablation_value: AblationValue = typer.Option(AblationValue.zero, help="Clamp ablated units "
+                                                 "to zero (the paper) or to their mean."),
+    per_layer: bool = typer.Option(True, "--per-layer/--no-per-layer",
+                                   help="Also ablate each layer on its own."),
+    mi_bins: int = typer.Option(10, help="Equal-width bins of the mutual-information estimate."),
+    selectivity_data: Path | None = typer.Option(None, help="Held-out data for class "
+                                                 "selectivity (default: --data).",
+                                                 show_default=False),
+    chunk_size: int = typer.Option(256, help="Samples per chunk (memory is flat in data size)."),
+    device: Device = typer.Option(Device.auto, help="auto: CUDA where it works, else CPU."),
+    threads: int | None = typer.Option(None, help="ONNX Runtime threads (default: usable cores).",
+                                       show_default=False),
+    input_shape: InputShapeOpt = None,
+    mean: str = typer.Option("0", help="Per-channel mean subtracted from images (after scale)."),
+    std: str = typer.Option("1", help="Per-channel s.d. images are divided by (after scale)."),
+    scale: float = typer.Option(1 / 255, help="Pixel values are multiplied by this first."),
+    output: str | None = typer.Option(None, help="The model output holding class scores "
+                                      "(default: the first).", show_default=False),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the full JSON report here.",
+                                          show_default=False),
+    fmt: Format = typer.Option(Format.text, "--format", help="text (rich) or json on stdout."),
+    fail_under: float | None = typer.Option(None, help="Gate: fail (exit 1) when the ablation "
+                                            "AUC is below this.", show_default=False),
+    baseline: Path | None = typer.Option(None, help="Gate: an earlier JSON report of the same "
+                                         "model family.", show_default=False),
+    max_drop: float | None = typer.Option(None, help="Gate: fail when the AUC falls more than "
+                                          "this below --baseline's.", show_default=False),
+    risk_thresholds: str = typer.Option("0.7,0.5", help="Ablation AUC bounds LOW,MEDIUM of the "
+                                        "risk grades."),
+    top: int = typer.Option(10, help="Most selective units to list."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+) -> None:
+    """Audit MODEL for reliance on single directions (Morcos et al., ICLR 2018).
+
+    Exit codes: 0 audit done and gate passed, 1 gate failed, 2 could not run, 3 internal error.
+    """
+    hooks = _CliHooks(quiet)
+    code = EXIT_OK
+    with boundary():
+        try:
+            from sdaudit.api import audit
+            from sdaudit.config import MEASURES, AuditConfig, Gate, RiskThresholds
+            from sdaudit.data.base import Preprocess
+            from sdaudit.model.load import parse_input_shapes
+
+            measures = tuple(m.strip() for m in measure.split(",") if m.strip())
+            if "all" in measures:
+                measures = MEASURES
+            risk = parse_floats(risk_thresholds, "--risk-thresholds") or ()
+            if len(risk) != 2:
+                raise BadFlagError("--risk-thresholds takes two numbers LOW,MEDIUM", "e.g. 0.7,0.5")
+            if json_path is not None and json_path.exists() and json_path.resolve() in (
+                    model.resolve(), data.resolve()):
+                raise BadFlagError("--json would overwrite an input", "choose another path")
+            config = AuditConfig(
+                layers=select, measures=measures,
+                fractions=parse_floats(fractions, "--fractions") or (),
+                draws=draws, seed=seed,
+                noise_levels=parse_floats(noise_levels, "--noise-levels") or (),
+                ablation_value=ablation_value.value, per_layer=per_layer, mi_bins=mi_bins,
+                chunk_size=chunk_size, device=device.value, threads=threads,
+                risk=RiskThresholds(risk[0], risk[1]),
+                gate=Gate(fail_under, None if baseline is None else str(baseline), max_drop),
+            )
+            if scale <= 0:
+                raise BadFlagError("--scale must be positive", "e.g. --scale 0.00392 (1/255)")
+            pre = Preprocess(scale, parse_floats(mean, "--mean") or (0.0,),
+                             parse_floats(std, "--std") or (1.0,))
+            report = audit(model, data, config, input_shape=parse_input_shapes(input_shape),
+                           preprocess=pre, selectivity_data=selectivity_data, output=output,
+                           hooks=hooks)  # type: ignore[arg-type]
+        finally:
+            hooks.close()
+        from sdaudit.report.json_io import dumps, write_atomic
+
+        text = dumps(report)
+        if json_path is not None:
+            write_atomic(json_path, text)
+        if fmt is Format.json:
+            sys.stdout.write(text)
+        else:
+            from rich.console import Console
+
+            from sdaudit.report.terminal import render
+
+            render(report, Console(highlight=False), top=top)
+            if json_path is not None:
+                err_console().print(f"[dim]report written to {json_path}[/]")
+        code = EXIT_OK if report.gate.passed else EXIT_GATE_FAILED
+    raise typer.Exit(code)

@@ -1,0 +1,110 @@
+"""Frozen configuration of an audit. Every choice the paper leaves open is a field here,
+with its default documented in docs/method.md."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from sdaudit.errors import BadFlagError
+
+MEASURES = ("selectivity", "ablation", "ordered", "noise", "importance")
+DEFAULT_FRACTIONS = tuple(round(i / 10, 2) for i in range(10))  # 0, 0.1, ..., 0.9
+DEFAULT_NOISE_LEVELS = tuple(round(10 ** (-1.5 + 0.5 * i), 6) for i in range(6))  # 10^-1.5 … 10^1
+ABLATION_VALUES = ("zero", "mean")
+
+
+@dataclass(frozen=True)
+class RiskThresholds:
+    """Ablation AUC at or above ``low`` → low risk; at or above ``medium`` → medium; else high."""
+
+    low: float = 0.70
+    medium: float = 0.50
+
+    def grade(self, auc: float) -> str:
+        if auc >= self.low:
+            return "low"
+        if auc >= self.medium:
+            return "medium"
+        return "high"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """CI gate: fail under an absolute AUC, or on a drop against an earlier report."""
+
+    fail_under: float | None = None
+    baseline_report: str | None = None
+    max_drop: float | None = None
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """What to measure and how. Defaults follow Morcos et al. (2018) where the paper is explicit."""
+
+    layers: str = "default"
+    measures: tuple[str, ...] = MEASURES
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    draws: int = 5
+    seed: int = 0
+    noise_levels: tuple[float, ...] = DEFAULT_NOISE_LEVELS
+    ablation_value: str = "zero"  # "mean": clamp to the unit's mean instead (a variant)
+    per_layer: bool = True
+    mi_bins: int = 10
+    selectivity_eps: float = 1e-7
+    chunk_size: int = 256
+    device: str = "auto"
+    threads: int | None = None
+    risk: RiskThresholds = field(default_factory=RiskThresholds)
+    gate: Gate = field(default_factory=Gate)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.measures if m not in MEASURES]
+        if unknown or not self.measures:
+            raise BadFlagError(
+                f"--measure {','.join(self.measures) or '(empty)'}: unknown measurement "
+                f"{', '.join(unknown) or '(none)'}",
+                f"choose from all, {', '.join(MEASURES)}",
+            )
+        if not self.fractions:
+            raise BadFlagError("--fractions is empty", "e.g. --fractions 0,0.1,0.2,0.5")
+        bad = [f for f in self.fractions if not 0.0 <= f <= 1.0]
+        if bad:
+            raise BadFlagError(
+                f"--fractions {bad[0]} is outside [0, 1]", "fractions of units lie in [0, 1]"
+            )
+        if list(self.fractions) != sorted(set(self.fractions)):
+            raise BadFlagError("--fractions must be increasing and distinct", "e.g. 0,0.25,0.5")
+        if self.draws < 1:
+            raise BadFlagError(f"--draws {self.draws}: at least one draw is needed", "e.g. --draws 5")
+        if any(not a > 0 for a in self.noise_levels) or not self.noise_levels:
+            raise BadFlagError("--noise-levels must be positive multiples of each unit's s.d.")
+        if self.ablation_value not in ABLATION_VALUES:
+            raise BadFlagError(
+                f"--ablation-value {self.ablation_value!r}", f"choose {' or '.join(ABLATION_VALUES)}"
+            )
+        if self.mi_bins < 2:
+            raise BadFlagError("--mi-bins must be at least 2")
+        if self.chunk_size < 1:
+            raise BadFlagError("--chunk-size must be at least 1")
+        if not 0 <= self.risk.medium <= self.risk.low <= 1:
+            raise BadFlagError(
+                "--risk-thresholds LOW,MEDIUM must satisfy 1 ≥ LOW ≥ MEDIUM ≥ 0", "e.g. 0.7,0.5"
+            )
+        if self.gate.max_drop is not None and self.gate.baseline_report is None:
+            raise BadFlagError("--max-drop needs --baseline OLD.json to compare against")
+        if self.gate.max_drop is not None and self.gate.max_drop < 0:
+            raise BadFlagError("--max-drop must be non-negative")
+        if self.gate.fail_under is not None and not 0 <= self.gate.fail_under <= 1:
+            raise BadFlagError("--fail-under is an ablation AUC in [0, 1]")
+
+    def wants(self, measure: str) -> bool:
+        return measure in self.measures
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["measures"] = list(self.measures)
+        data["fractions"] = list(self.fractions)
+        data["noise_levels"] = list(self.noise_levels)
+        data.pop("device")
+        data.pop("threads")
+        return data

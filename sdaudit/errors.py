@@ -1,0 +1,56 @@
+"""The one exception hierarchy of sdaudit.
+
+Every error a user can cause is an :class:`SdauditError` that carries the exit code and a hint
+naming the fix; the CLI boundary prints it as one line on stderr, without a traceback.
+Anything else that escapes is a bug and keeps its traceback (exit code 3).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class SdauditError(Exception):
+    """A problem with what the user gave (flags, model, data): exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class BadFlagError(SdauditError):
+    """A command-line option or configuration value is invalid."""
+
+
+class ModelError(SdauditError):
+    """The model file cannot be read, is not a valid model, or cannot be run."""
+
+
+class LayerSelectionError(SdauditError):
+    """A --layers specification selects nothing or names unknown tensors."""
+
+
+class DataError(SdauditError):
+    """The data cannot be read or does not fit the model."""
+
+
+class RewriteError(SdauditError):
+    """A graph pass could not establish its post-condition on this model."""
+
+
+class InternalError(Exception):
+    """A broken invariant inside sdaudit: a bug, reported with its traceback (exit code 3)."""
+
+    exit_code = EXIT_INTERNAL

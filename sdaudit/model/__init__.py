@@ -1,0 +1,1 @@
+"""Loading models and finding the activation tensors that can be audited."""

@@ -1,0 +1,1 @@
+"""The audit report: frozen dataclasses, JSON (with its schema), terminal rendering."""

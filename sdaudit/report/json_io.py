@@ -1,0 +1,95 @@
+"""The JSON edge of the report: dataclasses → plain values, schema validation, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from sdaudit.errors import SdauditError
+from sdaudit.report.model import AuditReport, Curve
+
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+_DIGITS = 6
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe values: NaN/inf → null, floats rounded (stable bytes across runs), tuples → lists."""
+    if isinstance(value, float):
+        return round(value, _DIGITS) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if is_dataclass(value) and not isinstance(value, type):
+        return _plain(asdict(value))
+    if hasattr(value, "item"):  # numpy scalars
+        return _plain(value.item())
+    return value
+
+
+def _curve(curve: Curve | None, x_name: str) -> dict[str, Any] | None:
+    if curve is None:
+        return None
+    data = {f.name: getattr(curve, f.name) for f in fields(curve)}
+    data[x_name] = data.pop("x")
+    return data
+
+
+def report_to_dict(report: AuditReport) -> dict[str, Any]:
+    ablation = None
+    if report.ablation is not None:
+        joint = _curve(report.ablation.get("joint"), "fractions") or {}
+        ablation = {
+            **joint,
+            "per_layer": {k: _curve(v, "fractions") for k, v in report.ablation["per_layer"].items()},
+            "ordered": {k: _curve(v, "fractions") for k, v in report.ablation["ordered"].items()},
+        }
+    data: dict[str, Any] = {
+        "schema_version": report.schema_version,
+        "sdaudit_version": report.sdaudit_version,
+        "model": report.model,
+        "data": report.data,
+        "runtime": report.runtime,
+        "config": report.config,
+        "baseline": report.baseline,
+        "layers": [asdict(layer) for layer in report.layers],
+        "ablation": ablation,
+        "noise": _curve(report.noise, "levels"),
+        "importance": report.importance,
+        "summary": asdict(report.summary),
+        "gate": asdict(report.gate),
+        "run": report.run,
+    }
+    return _plain(data)
+
+
+def dumps(report: AuditReport) -> str:
+    return json.dumps(report_to_dict(report), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def load_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> None:
+    """Write via a temporary file in the same folder, then rename: never a half-written report."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise SdauditError(f"cannot write {str(target)!r}: folder {str(folder)!r} does not exist",
+                           "create the folder first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content.encode("utf-8") if isinstance(content, str) else content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,110 @@
+"""Frozen report dataclasses. Serialization lives in :mod:`sdaudit.report.json_io` only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Accuracy as units are removed (x = fraction of units) or noise grows (x = α).
+
+    Per point: mean, s.d. and 95 % t-interval over draws of the accuracy; the same normalized by
+    the unablated accuracy; mean loss; agreement with the unablated predictions.
+    """
+
+    x: tuple[float, ...]
+    units_ablated: tuple[int, ...]
+    accuracy_mean: tuple[float, ...]
+    accuracy_std: tuple[float, ...]
+    accuracy_ci_low: tuple[float, ...]
+    accuracy_ci_high: tuple[float, ...]
+    normalized_mean: tuple[float, ...]
+    loss_mean: tuple[float, ...]
+    agreement_mean: tuple[float, ...]
+    draws: int
+    auc: float  # normalized area under the curve (see analysis.curves.normalized_auc)
+    auc_ci_low: float
+    auc_ci_high: float
+    class_auc: tuple[float, ...] = ()  # per-class normalized AUC (which classes collapse first)
+
+
+@dataclass(frozen=True)
+class UnitArrays:
+    """Per-unit arrays of one layer (index = channel)."""
+
+    mean: tuple[float, ...]
+    sd: tuple[float, ...]
+    noise_sd: tuple[float, ...]
+    selectivity: tuple[float, ...] | None
+    preferred_class: tuple[int, ...] | None
+    mutual_information: tuple[float, ...] | None
+    importance: tuple[float, ...] | None  # accuracy drop when this unit alone is ablated
+    importance_loss: tuple[float, ...] | None  # loss rise when this unit alone is ablated
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    name: str
+    op_type: str
+    kind: str
+    shape: tuple[int | str | None, ...]
+    channel_axis: int
+    channels: int
+    depth: int
+    dead_units: int
+    selectivity_mean: float | None
+    selectivity_median: float | None
+    selectivity_max: float | None
+    mutual_information_mean: float | None
+    importance_selectivity_spearman: float | None
+    units: UnitArrays
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    checks: tuple[GateCheck, ...]
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    ablation_auc: float | None
+    ablation_auc_ci: tuple[float, float] | None
+    noise_auc: float | None
+    risk: str | None
+    risk_thresholds: dict[str, float]
+    per_layer_auc: dict[str, float]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Everything an audit found. ``run`` holds the only values that vary between two runs."""
+
+    sdaudit_version: str
+    model: dict[str, object]
+    data: dict[str, object]
+    runtime: dict[str, object]
+    config: dict[str, object]
+    baseline: dict[str, object]
+    layers: tuple[LayerReport, ...]
+    ablation: dict[str, object] | None
+    noise: Curve | None
+    importance: dict[str, object] | None
+    summary: Summary
+    gate: GateResult
+    run: dict[str, object] = field(default_factory=dict)
+    schema_version: str = SCHEMA_VERSION

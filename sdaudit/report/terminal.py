@@ -1,0 +1,144 @@
+"""The terminal report (rich): verdict panel, layer table, top selective units, curves."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sdaudit.report.model import AuditReport, Curve
+
+SPARKS = "▁▂▃▄▅▆▇█"
+RISK_STYLE = {"low": "bold green", "medium": "bold yellow", "high": "bold red"}
+
+
+def sparkline(values: tuple[float, ...] | list[float], lo: float = 0.0, hi: float = 1.0) -> str:
+    out = []
+    for v in values:
+        if v is None or not math.isfinite(v):
+            out.append(" ")
+            continue
+        t = 0.0 if hi <= lo else (min(max(v, lo), hi) - lo) / (hi - lo)
+        out.append(SPARKS[min(int(t * (len(SPARKS) - 1) + 0.5), len(SPARKS) - 1)])
+    return "".join(out)
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _class_name(report: AuditReport, index: int) -> str:
+    names = report.data.get("class_names")
+    if isinstance(names, list) and 0 <= index < len(names):
+        return f"{names[index]}"
+    return str(index)
+
+
+def render(report: AuditReport, console: Any, top: int = 10) -> None:
+    from rich import box
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    s = report.summary
+    lines = Text()
+    lines.append("model     ", style="dim")
+    lines.append(f"{report.model['path']}  (sha256 {str(report.model['sha256'])[:12]})\n")
+    lines.append("data      ", style="dim")
+    lines.append(f"{report.data['path']}  ({report.data['samples']} samples, "
+                 f"{report.data['classes']} classes)\n")
+    lines.append("runtime   ", style="dim")
+    lines.append(f"{report.runtime['provider']}, {report.runtime['threads']} threads\n")
+    lines.append("accuracy  ", style="dim")
+    lines.append(f"{_f(report.baseline['accuracy'])} unablated "
+                 f"(on the data given, with its labels)\n")
+    if s.ablation_auc is not None:
+        lo, hi = s.ablation_auc_ci or (None, None)
+        lines.append("ablation  ", style="dim")
+        lines.append(f"AUC {_f(s.ablation_auc)}", style="bold")
+        lines.append(f"  95% CI [{_f(lo)}, {_f(hi)}]  (1.0 = no reliance on single units)\n")
+    if s.noise_auc is not None:
+        lines.append("noise     ", style="dim")
+        lines.append(f"AUC {_f(s.noise_auc)}\n", style="bold")
+    if s.risk is not None:
+        lines.append("risk      ", style="dim")
+        lines.append(s.risk.upper(), style=RISK_STYLE.get(s.risk, "bold"))
+        lines.append(f"  (low ≥ {s.risk_thresholds['low']:.2f} > medium ≥ "
+                     f"{s.risk_thresholds['medium']:.2f} > high; compare against a sibling "
+                     "model for a firm verdict)\n")
+    lines.append("gate      ", style="dim")
+    gate_style = "green" if report.gate.passed else "bold red"
+    lines.append(report.gate.verdict, style=gate_style)
+    for note in s.notes:
+        lines.append(f"\nnote      {note}", style="yellow")
+    console.print(Panel(lines, title="sdaudit: reliance on single directions", box=box.ROUNDED))
+
+    table = Table(title="Layers", box=box.SIMPLE_HEAD)
+    for col in ("layer", "op", "units", "dead", "SI mean", "SI median", "SI max", "MI mean",
+                "ρ(SI, importance)", "layer AUC"):
+        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    for layer in report.layers:
+        table.add_row(layer.name, layer.op_type, str(layer.channels), str(layer.dead_units),
+                      _f(layer.selectivity_mean), _f(layer.selectivity_median),
+                      _f(layer.selectivity_max), _f(layer.mutual_information_mean),
+                      _f(layer.importance_selectivity_spearman, 2),
+                      _f(s.per_layer_auc.get(layer.name)))
+    console.print(table)
+
+    units = [(u.selectivity[i], layer, i) for layer in report.layers
+             for u in [layer.units] if u.selectivity is not None for i in range(layer.channels)]
+    if units and top > 0:
+        units.sort(key=lambda t: (-t[0], t[1].name, t[2]))
+        sel = Table(title=f"Most class-selective units (top {min(top, len(units))})",
+                    box=box.SIMPLE_HEAD)
+        for col in ("layer", "unit", "SI", "class", "MI (bits)", "importance"):
+            sel.add_column(col, justify="left" if col in ("layer", "class") else "right")
+        for si, layer, i in units[:top]:
+            u = layer.units
+            pref = u.preferred_class[i] if u.preferred_class else -1
+            sel.add_row(layer.name, str(i), _f(si), _class_name(report, pref),
+                        _f(u.mutual_information[i] if u.mutual_information else None),
+                        _f(u.importance[i] if u.importance else None))
+        console.print(sel)
+
+    if report.ablation is not None:
+        joint: Curve | None = report.ablation.get("joint")
+        if joint is not None:
+            _curve_table(console, joint, "Random ablation (all selected layers together)",
+                         "fraction")
+        curves = Table(title="Ablation curves (normalized accuracy, fraction 0 → "
+                       f"{(joint.x[-1] if joint else 1):.2g})", box=box.SIMPLE_HEAD)
+        curves.add_column("curve")
+        curves.add_column("sparkline")
+        curves.add_column("AUC", justify="right")
+        rows: list[tuple[str, Curve]] = []
+        if joint is not None:
+            rows.append(("random, joint", joint))
+        rows += [(f"random, {name}", c) for name, c in report.ablation["per_layer"].items()]
+        rows += [(f"by selectivity, {k.replace('_', ' ')}", c)
+                 for k, c in report.ablation["ordered"].items()]
+        for label, c in rows:
+            curves.add_row(label, sparkline(c.normalized_mean), _f(c.auc))
+        if rows:
+            console.print(curves)
+    if report.noise is not None:
+        _curve_table(console, report.noise, "Noise (σ = α × each unit's s.d.)", "α")
+
+
+def _curve_table(console: Any, curve: Curve, title: str, x_name: str) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"{title}   {sparkline(curve.normalized_mean)}", box=box.SIMPLE_HEAD)
+    for col in (x_name, "units off" if x_name == "fraction" else "draws", "accuracy", "± s.d.",
+                "95% CI", "normalized", "agreement", "loss"):
+        table.add_column(col, justify="right")
+    for j, x in enumerate(curve.x):
+        table.add_row(
+            f"{x:.3g}", str(curve.units_ablated[j]) if x_name == "fraction" else str(curve.draws),
+            _f(curve.accuracy_mean[j]), _f(curve.accuracy_std[j]),
+            f"[{_f(curve.accuracy_ci_low[j])}, {_f(curve.accuracy_ci_high[j])}]",
+            _f(curve.normalized_mean[j]), _f(curve.agreement_mean[j]), _f(curve.loss_mean[j]),
+        )
+    console.print(table)

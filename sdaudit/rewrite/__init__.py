@@ -1,0 +1,1 @@
+"""Graph passes: instrument activation tensors, split a model into prefix and suffix."""

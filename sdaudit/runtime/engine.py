@@ -1,0 +1,383 @@
+"""The streaming sweep engine: do only the work that must be done.
+
+* Data arrive in chunks; memory does not grow with the number of samples.
+* Per chunk, the prefix (everything no control can change) runs once; each configuration runs
+  only the suffix, with its masks fed as inputs: no session is rebuilt during a sweep.
+* Several configurations are stacked in one batch (the cut tiled, one mask row per sample).
+* Per configuration only counts and sums are kept (:class:`SweepCounts`), which merge by
+  addition: a chunk × a set of configurations is a self-contained unit of work.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sdaudit.errors import DataError, ModelError
+
+if TYPE_CHECKING:
+    from sdaudit.data.base import Dataset
+    from sdaudit.model.layers import LayerInfo
+    from sdaudit.model.load import LoadedModel
+    from sdaudit.rewrite.instrument import InstrumentedModel
+    from sdaudit.rewrite.split import SplitModel
+    from sdaudit.runtime.session import RuntimeInfo
+
+Progress = Callable[[str, int, int], None]
+# Stack configurations until the tiled cut reaches about this many bytes or rows.
+STACK_BYTES = 64 << 20
+STACK_ROWS = 4096
+
+
+@dataclass
+class UnitStats:
+    """Additive statistics of the unablated model over a data set (float64 sums)."""
+
+    n: int
+    correct: float
+    loss: float
+    class_counts: np.ndarray  # [K]
+    class_correct: np.ndarray  # [K]
+    unit_sum: np.ndarray  # [U] sums of spatial means
+    unit_sumsq: np.ndarray  # [U] sums of squared spatial means
+    unit_elem_sq: np.ndarray  # [U] sums of spatial means of squares
+    unit_min: np.ndarray  # [U]
+    unit_max: np.ndarray  # [U]
+    class_sums: np.ndarray  # [K, U]
+    nonfinite: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else math.nan
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.unit_sum / max(self.n, 1)
+
+    @property
+    def sd(self) -> np.ndarray:
+        """s.d. over samples of each unit's spatial mean."""
+        return np.sqrt(np.maximum(self.unit_sumsq / max(self.n, 1) - self.mean**2, 0.0))
+
+    @property
+    def elem_sd(self) -> np.ndarray:
+        """s.d. over samples and positions of each unit's activation (scales the noise)."""
+        return np.sqrt(np.maximum(self.unit_elem_sq / max(self.n, 1) - self.mean**2, 0.0))
+
+
+@dataclass
+class SweepCounts:
+    """Per-configuration counts; ``merge`` adds two of them (chunks, machines)."""
+
+    n: int
+    correct: np.ndarray  # [M]
+    loss: np.ndarray  # [M]
+    agree: np.ndarray  # [M]
+    class_correct: np.ndarray  # [M, K]
+    class_counts: np.ndarray  # [K]
+
+    @classmethod
+    def zeros(cls, configs: int, classes: int) -> SweepCounts:
+        return cls(0, np.zeros(configs), np.zeros(configs), np.zeros(configs),
+                   np.zeros((configs, classes)), np.zeros(classes))
+
+    def merge(self, other: SweepCounts) -> SweepCounts:
+        return SweepCounts(self.n + other.n, self.correct + other.correct, self.loss + other.loss,
+                           self.agree + other.agree, self.class_correct + other.class_correct,
+                           self.class_counts + other.class_counts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()}
+
+
+@dataclass(frozen=True)
+class Configs:
+    """Configurations of one sweep: rows over the pooled units of the selected layers.
+
+    ``masks`` [M, U] for the mask-only suffix (row 0 must be all ones: the unperturbed model,
+    whose predictions define agreement); ``noise_sd`` [Q, U] for the noise suffix.
+    """
+
+    masks: np.ndarray
+    noise_sd: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+
+
+def _loss_and_pred(out: np.ndarray, y: np.ndarray, probabilities: bool) -> tuple[np.ndarray,
+                                                                                 np.ndarray]:
+    """Cross-entropy per row and the predicted class; ``out`` [R, K], ``y`` [R]."""
+    pred = np.argmax(out, axis=1)
+    rows = np.arange(len(y))
+    if probabilities:
+        loss = -np.log(np.clip(out[rows, y].astype(np.float64), 1e-12, None))
+    else:
+        z = out.astype(np.float64)
+        top = z.max(axis=1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+        loss = lse - z[rows, y]
+    return loss, pred
+
+
+class Engine:
+    """Sessions for one model and layer selection; runs the passes of an audit."""
+
+    def __init__(self, loaded: LoadedModel, layers: list[LayerInfo], *, device: str = "auto",
+                 threads: int | None = None, ablation_value: str = "zero", noise: bool = True,
+                 seed: int = 0, chunk_size: int = 256, output: str | None = None) -> None:
+        from sdaudit.rewrite.batch import free_batch, has_fixed_batch
+        from sdaudit.rewrite.instrument import instrument
+        from sdaudit.rewrite.split import split
+        from sdaudit.runtime.session import make_session, runtime_info, usable_cores
+
+        model = loaded.proto
+        if len(loaded.inputs) != 1:
+            raise ModelError(
+                f"the model has {len(loaded.inputs)} inputs; scan audits single-input classifiers",
+                "export a model that takes one input tensor",
+            )
+        if has_fixed_batch(model):
+            model = free_batch(model)
+        self.layers = list(layers)
+        self.offsets = np.cumsum([0] + [layer.channels for layer in layers])
+        self.units = int(self.offsets[-1])
+        self.chunk_size = chunk_size
+        self.ablation_value = ablation_value
+        self.input_name = loaded.inputs[0].name
+        out_names = [o.name for o in loaded.outputs]
+        self.output = output or out_names[0]
+        if self.output not in out_names:
+            raise ModelError(f"--output {self.output!r} is not an output of the model",
+                             f"outputs: {', '.join(out_names)}")
+        fill = ablation_value == "mean"
+        self._stats: InstrumentedModel = instrument(model, layers, noise=False, stats=True,
+                                                    fill=fill, seed=seed)
+        self._sweep = instrument(model, layers, noise=False, stats=False, fill=fill, seed=seed,
+                                 verify=False)
+        self._noise = (instrument(model, layers, noise=True, stats=False, seed=seed, verify=False)
+                       if noise else None)
+        stat_outputs = self._stats.mean_outputs + self._stats.sqmean_outputs
+        self._stats_split: SplitModel = split(self._stats, (self.output, *stat_outputs))
+        self._sweep_split = split(self._sweep, (self.output,))
+        self._noise_split = split(self._noise, (self.output,)) if self._noise else None
+        self.threads = threads or usable_cores()
+        self._prefix = (make_session(self._stats_split.prefix.SerializeToString(), device,
+                                     self.threads) if self._stats_split.prefix else None)
+        self._stats_sess = make_session(self._stats_split.suffix.SerializeToString(), device,
+                                        self.threads)
+        self._sweep_sess = make_session(self._sweep_split.suffix.SerializeToString(), device,
+                                        self.threads)
+        self._noise_sess = (make_session(self._noise_split.suffix.SerializeToString(), device,
+                                         self.threads) if self._noise_split else None)
+        self.runtime: RuntimeInfo = runtime_info(self._stats_sess, device, self.threads)
+        self.cut = self._stats_split.cut
+        for other in (self._sweep_split, self._noise_split):
+            if other is not None and other.cut != self.cut:  # pragma: no cover - invariant
+                from sdaudit.errors import InternalError
+
+                raise InternalError("instrumented variants disagree on the prefix cut")
+        self.probabilities: bool | None = None
+        self.num_classes: int | None = None
+        out_spec = next(o for o in loaded.outputs if o.name == self.output)
+        if out_spec.shape and len(out_spec.shape) == 2 and isinstance(out_spec.shape[1], int):
+            self.num_classes = out_spec.shape[1]
+        self.timing = {"prefix_s_per_sample": math.nan, "suffix_s_per_sample": math.nan}
+
+    # -- pieces ------------------------------------------------------------------------------
+    def _run_prefix(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        cut: dict[str, np.ndarray] = {}
+        if self._prefix is not None:
+            names = list(self._stats_split.prefix_outputs)
+            cut.update(zip(names, self._prefix.run(names, {self.input_name: x}), strict=True))
+        if self.input_name in self.cut:
+            cut[self.input_name] = x
+        return cut
+
+    def _controls(self, split_inst: InstrumentedModel, masks: np.ndarray, n: int,
+                  noise_sd: np.ndarray | None = None,
+                  unit_mean: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per-sample control rows for a group of configurations: [g·n, C] per layer."""
+        g = masks.shape[0]
+        feeds: dict[str, np.ndarray] = {}
+
+        def rows(values: np.ndarray) -> np.ndarray:
+            return values if g == 1 else np.repeat(values, n, axis=0)
+
+        for i, _layer in enumerate(self.layers):
+            lo, hi = self.offsets[i], self.offsets[i + 1]
+            feeds[split_inst.mask_inputs[i]] = rows(masks[:, lo:hi])
+            if split_inst.fill_inputs:
+                mean = unit_mean if unit_mean is not None else np.zeros(self.units, np.float32)
+                feeds[split_inst.fill_inputs[i]] = rows(((1.0 - masks) * mean)[:, lo:hi])
+            if split_inst.noise_inputs:
+                sd = noise_sd if noise_sd is not None else np.zeros_like(masks)
+                feeds[split_inst.noise_inputs[i]] = rows(sd[:, lo:hi])
+        return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+
+    def _check_output(self, out: np.ndarray, y: np.ndarray) -> None:
+        if out.ndim != 2:
+            raise ModelError(
+                f"output {self.output!r} has shape {list(out.shape)}; scan needs class scores "
+                "[batch, classes]", "choose the logits output with --output",
+            )
+        if self.num_classes is None:
+            self.num_classes = out.shape[1]
+        if out.shape[1] < 2:
+            raise ModelError(f"output {self.output!r} has one column: not a classifier")
+        if len(y) and y.max() >= out.shape[1]:
+            raise DataError(
+                f"labels go up to {int(y.max())} but the model has {out.shape[1]} classes",
+                "labels must be class indices in the model's output order",
+            )
+        if self.probabilities is None:
+            finite = out[np.isfinite(out).all(axis=1)]
+            self.probabilities = bool(
+                len(finite) and finite.min() >= 0 and finite.max() <= 1
+                and np.allclose(finite.sum(axis=1), 1.0, atol=1e-3)
+            )
+
+    # -- passes ------------------------------------------------------------------------------
+    def unablated_pass(self, data: Dataset, progress: Progress | None = None,
+                       phase: str = "unablated pass") -> UnitStats:
+        """One pass of the unperturbed model: accuracy, loss, unit statistics, class sums."""
+        from sdaudit.rewrite.instrument import neutral_controls
+
+        u = self.units
+        stats: UnitStats | None = None
+        done = 0
+        t_pre = t_suf = 0.0
+        ctl = neutral_controls(self._stats, 1)
+        for x, y in data.chunks(self.chunk_size):
+            t0 = time.perf_counter()
+            cut = self._run_prefix(x)
+            t1 = time.perf_counter()
+            names = [self.output, *self._stats.mean_outputs, *self._stats.sqmean_outputs]
+            outs = self._stats_sess.run(names, {**cut, **ctl})
+            t_pre += t1 - t0
+            t_suf += time.perf_counter() - t1
+            out = outs[0]
+            self._check_output(out, y)
+            k = int(self.num_classes or out.shape[1])
+            if stats is None:
+                stats = UnitStats(0, 0.0, 0.0, np.zeros(k), np.zeros(k), np.zeros(u), np.zeros(u),
+                                  np.zeros(u), np.full(u, np.inf), np.full(u, -np.inf),
+                                  np.zeros((k, u)))
+            finite = np.isfinite(out).all(axis=1)
+            stats.nonfinite += int((~finite).sum())
+            means = np.concatenate([o.astype(np.float64) for o in outs[1:1 + len(self.layers)]],
+                                   axis=1)
+            sqmeans = np.concatenate([o.astype(np.float64) for o in outs[1 + len(self.layers):]],
+                                     axis=1)
+            loss, pred = _loss_and_pred(out, y, bool(self.probabilities))
+            stats.n += len(y)
+            stats.correct += float((pred == y).sum())
+            stats.loss += float(np.nansum(loss))
+            np.add.at(stats.class_counts, y, 1)
+            np.add.at(stats.class_correct, y, (pred == y).astype(np.float64))
+            stats.unit_sum += means.sum(axis=0)
+            stats.unit_sumsq += (means**2).sum(axis=0)
+            stats.unit_elem_sq += sqmeans.sum(axis=0)
+            stats.unit_min = np.minimum(stats.unit_min, means.min(axis=0))
+            stats.unit_max = np.maximum(stats.unit_max, means.max(axis=0))
+            np.add.at(stats.class_sums, y, means)
+            done += len(y)
+            if progress:
+                progress(phase, done, data.num_samples)
+        if stats is None or stats.n == 0:
+            raise DataError(f"no usable samples in {data.path!r}",
+                            "check that the data holds readable samples")
+        if stats.nonfinite:
+            raise ModelError(
+                f"the model gives NaN or infinite outputs on {stats.nonfinite} of {stats.n} "
+                "samples of the unablated run",
+                "check the preprocessing (--mean/--std, scale) and the model",
+            )
+        self.timing = {"prefix_s_per_sample": t_pre / stats.n, "suffix_s_per_sample": t_suf / stats.n}
+        return stats
+
+    def histogram_pass(self, data: Dataset, lo: np.ndarray, hi: np.ndarray, bins: int,
+                       progress: Progress | None = None) -> np.ndarray:
+        """Joint counts [U, bins, K] of each unit's binned spatial mean and the class."""
+        from sdaudit.analysis.selectivity import bin_index
+        from sdaudit.rewrite.instrument import neutral_controls
+
+        k = int(self.num_classes or 0)
+        hist = np.zeros((self.units, bins, k), dtype=np.int64)
+        ctl = neutral_controls(self._stats, 1)
+        unit_idx = np.arange(self.units)
+        done = 0
+        for x, y in data.chunks(self.chunk_size):
+            cut = self._run_prefix(x)
+            outs = self._stats_sess.run(list(self._stats.mean_outputs), {**cut, **ctl})
+            means = np.concatenate([o.astype(np.float64) for o in outs], axis=1)
+            b = bin_index(means, lo, hi, bins)  # [n, U]
+            flat = (unit_idx[None, :] * bins + b) * k + y[:, None]
+            hist += np.bincount(flat.ravel(), minlength=hist.size).reshape(hist.shape)
+            done += len(y)
+            if progress:
+                progress("selectivity pass", done, data.num_samples)
+        return hist
+
+    def _group_size(self, cut: dict[str, np.ndarray], n: int, configs: int) -> int:
+        per_sample = sum(v.nbytes for v in cut.values()) / max(n, 1)
+        by_bytes = int(STACK_BYTES // max(per_sample * n, 1))
+        by_rows = STACK_ROWS // max(n, 1)
+        return max(1, min(configs, by_bytes, by_rows))
+
+    def sweep_pass(self, data: Dataset, configs: Configs, unit_mean: np.ndarray | None = None,
+                   progress: Progress | None = None) -> tuple[SweepCounts, SweepCounts | None]:
+        """Every configuration over the data; returns counts for the mask and noise sweeps."""
+        k = int(self.num_classes or 0)
+        masks = np.ascontiguousarray(configs.masks, dtype=np.float32)
+        if len(masks) == 0 or not np.all(masks[0] == 1):
+            from sdaudit.errors import InternalError
+
+            raise InternalError("the first mask configuration must be the unperturbed model")
+        noise_sd = np.ascontiguousarray(configs.noise_sd, dtype=np.float32)
+        has_noise = len(noise_sd) > 0 and self._noise_sess is not None
+        mask_counts = SweepCounts.zeros(len(masks), k)
+        noise_counts = SweepCounts.zeros(len(noise_sd), k) if has_noise else None
+        total_rows = data.num_samples * (len(masks) + (len(noise_sd) if has_noise else 0))
+        done_rows = 0
+        for x, y in data.chunks(self.chunk_size):
+            n = len(y)
+            cut = self._run_prefix(x)
+            base_pred: np.ndarray | None = None
+            jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None,
+                             SweepCounts]] = [(self._sweep_sess, self._sweep, masks, None,
+                                               mask_counts)]
+            if has_noise and noise_counts is not None and self._noise is not None:
+                ones = np.ones_like(noise_sd)
+                jobs.append((self._noise_sess, self._noise, ones, noise_sd, noise_counts))
+            for sess, inst, job_masks, job_noise, counts in jobs:
+                m = len(job_masks)
+                g_max = self._group_size(cut, n, m)
+                tiled = {name: (v if g_max == 1 else np.concatenate([v] * g_max))
+                         for name, v in cut.items()}
+                for start in range(0, m, g_max):
+                    stop = min(start + g_max, m)
+                    g = stop - start
+                    feeds = {name: v[: g * n] for name, v in tiled.items()}
+                    feeds.update(self._controls(
+                        inst, job_masks[start:stop], n,
+                        None if job_noise is None else job_noise[start:stop], unit_mean))
+                    out = sess.run([self.output], feeds)[0]
+                    loss, pred = _loss_and_pred(out, np.tile(y, g), bool(self.probabilities))
+                    pred = pred.reshape(g, n)
+                    if base_pred is None:
+                        base_pred = pred[0].copy()
+                    hit = pred == y[None, :]
+                    counts.correct[start:stop] += hit.sum(axis=1)
+                    counts.loss[start:stop] += np.nansum(loss.reshape(g, n), axis=1)
+                    counts.agree[start:stop] += (pred == base_pred[None, :]).sum(axis=1)
+                    for c in np.unique(y):
+                        counts.class_correct[start:stop, c] += hit[:, y == c].sum(axis=1)
+                    done_rows += g * n
+                    if progress:
+                        progress("sweeps", done_rows, total_rows)
+                counts.n += n
+                np.add.at(counts.class_counts, y, 1)
+        return mask_counts, noise_counts

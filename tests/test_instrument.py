@@ -1,0 +1,189 @@
+"""The instrumentation pass against closed-form and numpy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import models
+from sdaudit.errors import RewriteError
+from sdaudit.model.layers import discover_layers, select_layers
+from sdaudit.rewrite.instrument import instrument, neutral_controls
+
+OPSETS = list(range(11, 22))
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _relu(v: np.ndarray) -> np.ndarray:
+    return np.maximum(v, 0)
+
+
+def _conv_ref(x: np.ndarray, k: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Plain numpy 3×3 convolution with padding 1 (cross-correlation, as ONNX defines it)."""
+    n, _, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((n, k.shape[0], h, w), dtype=np.float64)
+    for i in range(3):
+        for j in range(3):
+            out += np.einsum("nchw,oc->nohw", xp[:, :, i:i + h, j:j + w], k[:, :, i, j])
+    return out + c[None, :, None, None]
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+def test_masked_mlp_matches_closed_form(opset):
+    model, w = models.mlp(opset)
+    inst = instrument(model, select_layers(discover_layers(model), "all"))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    mask = np.array([[1, 0, 1]], dtype=np.float32)
+    feeds = {"x": x, **neutral_controls(inst, 1), inst.mask_inputs[0]: mask}
+    got, mean = _session(inst.model).run(["logits", inst.mean_outputs[0]], feeds)
+    hidden = _relu(x @ w["W0"] + w["b0"]) * mask
+    np.testing.assert_allclose(got, hidden @ w["W1"] + w["b1"], atol=1e-5)
+    np.testing.assert_allclose(mean, hidden, atol=1e-6)
+    assert inst.model.ir_version == model.ir_version
+    assert [(i.domain, i.version) for i in inst.model.opset_import] == [
+        (i.domain, i.version) for i in model.opset_import]
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17, 18, 21])
+def test_masked_conv_matches_numpy_reference(opset):
+    model, w = models.conv(opset)
+    inst = instrument(model, select_layers(discover_layers(model), "all"))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 2, 5, 5)).astype(np.float32)
+    # [N, C] masks: each sample its own channels off.
+    mask = np.array([[1, 1, 1], [0, 1, 1], [1, 0, 0], [0, 0, 0]], dtype=np.float32)
+    feeds = {"x": x, **neutral_controls(inst, 4), inst.mask_inputs[0]: mask}
+    got, mean, sqmean = _session(inst.model).run(
+        ["logits", inst.mean_outputs[0], inst.sqmean_outputs[0]], feeds)
+    r = _relu(_conv_ref(x, w["K"], w["c"])) * mask[:, :, None, None]
+    pooled = r.mean(axis=(2, 3))
+    np.testing.assert_allclose(got, pooled @ w["W"] + w["b"], atol=1e-5)
+    np.testing.assert_allclose(mean, pooled, atol=1e-5)
+    np.testing.assert_allclose(sqmean, (r**2).mean(axis=(2, 3)), atol=1e-5)
+
+
+def test_masked_tokens_use_the_last_axis():
+    model, w = models.tokens(17)
+    layers = discover_layers(model)
+    assert layers[0].channel_axis == 2 and layers[0].channels == 6
+    inst = instrument(model, layers)
+    x = np.random.default_rng(3).standard_normal((3, 5, 4)).astype(np.float32)
+    mask = np.ones((1, 6), dtype=np.float32)
+    mask[0, [1, 4]] = 0
+    feeds = {"x": x, **neutral_controls(inst, 1), inst.mask_inputs[0]: mask}
+    got, mean = _session(inst.model).run(["logits", inst.mean_outputs[0]], feeds)
+    t = _relu(x @ w["A"] + w["a"]) * mask[:, None, :]
+    np.testing.assert_allclose(got, t.mean(axis=1) @ w["B"], atol=1e-5)
+    np.testing.assert_allclose(mean, t.mean(axis=1), atol=1e-6)
+
+
+def test_residual_masks_both_layers_independently():
+    model, w = models.residual(17)
+    layers = select_layers(discover_layers(model), "a0,a1")
+    inst = instrument(model, layers)
+    x = np.random.default_rng(4).standard_normal((5, 3)).astype(np.float32)
+    m0 = np.array([[0, 1, 1]], dtype=np.float32)
+    m1 = np.array([[1, 1, 0]], dtype=np.float32)
+    feeds = {"x": x, **neutral_controls(inst), inst.mask_inputs[0]: m0, inst.mask_inputs[1]: m1}
+    got = _session(inst.model).run(["logits"], feeds)[0]
+    a0 = _relu(x @ w["W0"]) * m0
+    a1 = _relu(a0 @ w["W1"] + a0) * m1
+    np.testing.assert_allclose(got, a1 @ w["W2"], atol=1e-5)
+
+
+def test_silu_is_found_and_masked():
+    model, w = models.silu_mlp(17)
+    layers = discover_layers(model)
+    assert [(la.name, la.op_type) for la in layers] == [("a", "SiLU")]
+    inst = instrument(model, layers)
+    x = np.random.default_rng(5).standard_normal((2, 4)).astype(np.float32)
+    mask = np.array([[1, 0, 1, 0, 1]], dtype=np.float32)
+    got = _session(inst.model).run(["logits"], {"x": x, **neutral_controls(inst),
+                                                inst.mask_inputs[0]: mask})[0]
+    h = x @ w["W0"]
+    np.testing.assert_allclose(got, (h / (1 + np.exp(-h)) * mask) @ w["W1"], atol=1e-5)
+
+
+def test_mask_equals_hand_inserted_mul():
+    """Zeroing channel k of the mask gives exactly what inserting Mul(T, m) by hand gives."""
+    import onnx_graphsurgeon as gs
+
+    model, _ = models.conv(17)
+    inst = instrument(model, discover_layers(model))
+    graph = gs.import_onnx(model)
+    r = graph.tensors()["r"]
+    consumers = list(r.outputs)
+    m = np.ones((1, 3, 1, 1), dtype=np.float32)
+    m[0, 1] = 0
+    masked = gs.Variable("r_by_hand", dtype=np.float32)
+    graph.nodes.append(gs.Node("Mul", inputs=[r, gs.Constant("m", m)], outputs=[masked]))
+    for node in consumers:
+        node.inputs = [masked if t is r else t for t in node.inputs]
+    by_hand = gs.export_onnx(graph.cleanup().toposort())
+    x = np.random.default_rng(6).standard_normal((3, 2, 5, 5)).astype(np.float32)
+    ref = _session(by_hand).run(["logits"], {"x": x})[0]
+    mask = np.ones((1, 3), dtype=np.float32)
+    mask[0, 1] = 0
+    got = _session(inst.model).run(["logits"], {"x": x, **neutral_controls(inst),
+                                                inst.mask_inputs[0]: mask})[0]
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_noise_has_the_requested_spread():
+    """logits = a·W1 + b1 is linear in a: added noise of s.d. σ per unit gives a known variance."""
+    model, w = models.mlp(17, sizes=(4, 3, 2))
+    inst = instrument(model, discover_layers(model), seed=7)
+    x = np.tile(np.random.default_rng(7).standard_normal((1, 4)).astype(np.float32), (20000, 1))
+    sd = np.array([[0.5, 1.0, 2.0]], dtype=np.float32)
+    sess = _session(inst.model)
+    clean = sess.run(["logits"], {"x": x[:1], **neutral_controls(inst)})[0]
+    noisy = sess.run(["logits"], {"x": x, **neutral_controls(inst), inst.noise_inputs[0]: sd})[0]
+    expected_var = (sd[0] ** 2) @ (w["W1"] ** 2)
+    np.testing.assert_allclose(noisy.mean(axis=0), clean[0], atol=0.06)
+    np.testing.assert_allclose(noisy.var(axis=0), expected_var, rtol=0.05)
+
+
+def test_dynamic_batch_stays_dynamic_and_outputs_come_first():
+    model, _ = models.conv(17)
+    inst = instrument(model, discover_layers(model))
+    outputs = [o.name for o in inst.model.graph.output]
+    assert outputs[0] == "logits"
+    assert outputs[1:] == ["r.mean", "r.sqmean"]
+    dim = inst.model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_param == "N"
+    names = [i.name for i in inst.model.graph.input]
+    assert "r.mask" in names and "r.noise_sd" in names
+    sess = _session(inst.model)
+    for n in (1, 7):
+        x = np.zeros((n, 2, 5, 5), dtype=np.float32)
+        assert sess.run(["logits"], {"x": x, **neutral_controls(inst, 1)})[0].shape == (n, 4)
+
+
+def test_instrumenting_twice_is_refused():
+    model, _ = models.mlp(17)
+    inst = instrument(model, discover_layers(model))
+    with pytest.raises(RewriteError, match="instrumented already"):
+        instrument(inst.model, discover_layers(model))
+
+
+def test_post_condition_refuses_a_broken_rewrite(monkeypatch):
+    """If the rewrite changed the outputs, the pass must refuse to continue."""
+    import sdaudit.rewrite.instrument as mod
+
+    model, _ = models.mlp(17)
+    real = mod.neutral_controls
+
+    def broken(inst, batch=1):
+        feeds = real(inst, batch)
+        return {k: (v * 0.5 if k.endswith(".mask") else v) for k, v in feeds.items()}
+
+    monkeypatch.setattr(mod, "neutral_controls", broken)
+    with pytest.raises(RewriteError, match="differs from the original"):
+        instrument(model, discover_layers(model))

@@ -123,6 +123,19 @@ class _Graph:
         return True
 
 
+def _activation_follows(g: _Graph, tensor: str, silu_sigmoids: set[str]) -> bool:
+    """Whether an activation (or a bias/residual Add, which an activation may follow in turn)
+    consumes ``tensor``, directly or through batch norm, Identity or Dropout."""
+    for f in g.consumer_nodes(tensor):
+        if (f.op_type in ACTIVATION_OPS or g.is_silu_mul(f) or f.op_type == "Add"
+                or (f.op_type == "Sigmoid" and tensor in silu_sigmoids)):
+            return True
+        if f.op_type in PASS_THROUGH and f.output and _activation_follows(g, f.output[0],
+                                                                          silu_sigmoids):
+            return True
+    return False
+
+
 def _channel_axis(g: _Graph, tensor: str, rank: int) -> int:
     if rank != 3:
         return 1
@@ -167,15 +180,7 @@ def discover_layers(model: onnx.ModelProto) -> list[LayerInfo]:
         elif g.is_silu_mul(node):
             kind, op = "activation", SILU
         elif node.op_type in LINEAR_OPS:
-            followers = g.consumer_nodes(tensor)
-            if any(
-                f.op_type in ACTIVATION_OPS
-                or f.op_type in PASS_THROUGH
-                or g.is_silu_mul(f)
-                or (f.op_type == "Sigmoid" and tensor in silu_sigmoids)
-                or f.op_type == "Add"  # bias or residual: what follows the sum decides
-                for f in followers
-            ):
+            if _activation_follows(g, tensor, silu_sigmoids):
                 continue
             kind, op = "linear", node.op_type
         else:

@@ -16,6 +16,7 @@ from sdaudit.config import AuditConfig
 from sdaudit.data.base import InputLayout, Preprocess
 from sdaudit.errors import DataError, SdauditError
 from sdaudit.report.model import (
+    AblationResult,
     AuditReport,
     Curve,
     GateCheck,
@@ -73,7 +74,7 @@ def _permutation_masks(rng: np.random.Generator, units: np.ndarray, total: int,
 
     Subsets are nested within a draw (the paper's cumulative ablation)."""
     n = len(units)
-    counts = [int(round(f * n)) for f in fractions]
+    counts = [round(f * n) for f in fractions]
     rows = np.ones((draws * len(fractions), total), dtype=np.float32)
     for d in range(draws):
         perm = units[rng.permutation(n)]
@@ -85,18 +86,18 @@ def _permutation_masks(rng: np.random.Generator, units: np.ndarray, total: int,
 def _ordered_masks(order: np.ndarray, total: int, fractions: tuple[float, ...]) -> np.ndarray:
     rows = np.ones((len(fractions), total), dtype=np.float32)
     for j, f in enumerate(fractions):
-        rows[j, order[: int(round(f * len(order)))]] = 0.0
+        rows[j, order[: round(f * len(order))]] = 0.0
     return rows
 
 
 def _curve(x: tuple[float, ...], counts: list[int], correct: np.ndarray, loss: np.ndarray,
            agree: np.ndarray, class_correct: np.ndarray, class_counts: np.ndarray, n: int,
            draws: int, base_acc: float, base_class_acc: np.ndarray,
-           auc_x: np.ndarray | tuple[float, ...] | None = None) -> Curve:
+           auc_x: np.ndarray | None = None) -> Curve:
     """Assemble a curve from [draws, F] count arrays; areas over ``auc_x`` (default ``x``)."""
     from sdaudit.analysis.curves import mean_sd_ci, normalized_auc
 
-    ax = x if auc_x is None else auc_x
+    ax = np.asarray(x, dtype=np.float64) if auc_x is None else auc_x
     acc = correct / n
     mean, sd, lo, hi = mean_sd_ci(acc, axis=0)
     per_draw_auc = np.array([normalized_auc(ax, a, base_acc) for a in acc])
@@ -121,7 +122,7 @@ def _curve(x: tuple[float, ...], counts: list[int], correct: np.ndarray, loss: n
     )
 
 
-def _gate(config: AuditConfig, summary_auc: float | None, model_sha: str) -> GateResult:
+def _gate(config: AuditConfig, summary_auc: float | None) -> GateResult:
     import json
 
     checks: list[GateCheck] = []
@@ -169,7 +170,7 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
 
     Raises :class:`~sdaudit.errors.SdauditError` for anything wrong with what was given.
     """
-    from sdaudit.analysis.curves import normalized_auc, spearman
+    from sdaudit.analysis.curves import spearman
     from sdaudit.analysis.selectivity import class_means, mutual_information, selectivity_index
     from sdaudit.data import open_dataset
     from sdaudit.model.layers import discover_layers, select_layers
@@ -201,7 +202,7 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
                     chunk_size=config.chunk_size, output=output)
     u = engine.units
     offsets = engine.offsets
-    layer_of_unit = np.repeat(np.arange(len(layers)), [layer.channels for layer in layers])
+    np.repeat(np.arange(len(layers)), [layer.channels for layer in layers])
 
     # -- configurations -----------------------------------------------------------------------
     seeds = np.random.SeedSequence(config.seed).spawn(3)
@@ -308,7 +309,7 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
                       source.class_correct[a:b].reshape(*shape, -1), source.class_counts, n,
                       draws, base_acc, base_class_acc)
 
-    ablation: dict[str, Any] | None = None
+    ablation: AblationResult | None = None
     joint: Curve | None = None
     per_layer_auc: dict[str, float] = {}
     if config.wants("ablation"):
@@ -317,14 +318,14 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
                                              layer_counts[layer.name], config.draws)
                      for layer in layers if f"layer:{layer.name}" in blocks}
         per_layer_auc = {name: c.auc for name, c in per_layer.items()}
-        ablation = {"joint": joint, "per_layer": per_layer, "ordered": {}}
+        ablation = AblationResult(joint, per_layer, {})
     if "ordered:high_to_low" in blocks:
         ordered = {
-            key: block_curve(f"ordered:{key}", fr, [int(round(f * u)) for f in fr], 1)
+            key: block_curve(f"ordered:{key}", fr, [round(f * u) for f in fr], 1)
             for key in ("high_to_low", "low_to_high")
         }
-        ablation = ablation or {"joint": None, "per_layer": {}, "ordered": {}}
-        ablation["ordered"] = ordered
+        ablation = AblationResult(ablation.joint if ablation else None,
+                                  ablation.per_layer if ablation else {}, ordered)
     noise_curve: Curve | None = None
     if noise_counts is not None:
         levels = tuple(float(a) for a in config.noise_levels)
@@ -378,7 +379,7 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
                 tuple(importance_loss[sl].tolist()),
             ),
         ))
-    importance = None
+    importance: dict[str, Any] | None = None
     if importance_acc is not None:
         rho_all = spearman(si, importance_acc) if si is not None else math.nan
         importance = {"metric": "accuracy drop when the unit alone is ablated",
@@ -393,7 +394,7 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
         risk=risk, risk_thresholds={"low": config.risk.low, "medium": config.risk.medium},
         per_layer_auc=per_layer_auc, notes=tuple(notes),
     )
-    gate = _gate(config, summary.ablation_auc, loaded.sha256)
+    gate = _gate(config, summary.ablation_auc)
     class_names = list(data.class_names) if data.class_names else None
     finished = datetime.now(timezone.utc)
     return AuditReport(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import models
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-import models
 from sdaudit.report.json_io import load_schema
 
 
@@ -35,7 +35,8 @@ def test_help_lists_the_commands(runner, app):
 def test_layers_text_and_json(runner, app, conv_model):
     result = runner.invoke(app, ["layers", str(conv_model)])
     assert result.exit_code == 0, result.output
-    assert "Relu" in result.output and "✓" in result.output
+    assert "Relu" in result.output
+    assert "✓" in result.output
     result = runner.invoke(app, ["layers", str(conv_model), "--json"])
     data = json.loads(result.stdout)
     assert data["layers"][0] | {"shape": None} == {
@@ -72,7 +73,8 @@ def test_scan_text_report(runner, app, counting, tmp_path):
     result = runner.invoke(app, ["scan", str(model), "--data", str(data), "--draws", "2",
                                  "--json", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "AUC" in result.stdout and "risk" in result.stdout
+    assert "AUC" in result.stdout
+    assert "risk" in result.stdout
     jsonschema.validate(json.loads(out.read_text()), load_schema())
 
 
@@ -120,4 +122,5 @@ def test_a_file_that_is_not_a_model(runner, app, tmp_path, counting):
     bad.write_text('{"not": "a model"}')
     result = runner.invoke(app, ["scan", str(bad), "--data", str(counting[1])])
     assert result.exit_code == 2
-    assert "not an ONNX model" in result.stderr and "Traceback" not in result.stderr
+    assert "not an ONNX model" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import models
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-import models
 from sdaudit.errors import RewriteError
 from sdaudit.model.layers import discover_layers, select_layers
 from sdaudit.rewrite.instrument import instrument, neutral_controls
@@ -72,7 +72,8 @@ def test_masked_conv_matches_numpy_reference(opset):
 def test_masked_tokens_use_the_last_axis():
     model, w = models.tokens(17)
     layers = discover_layers(model)
-    assert layers[0].channel_axis == 2 and layers[0].channels == 6
+    assert layers[0].channel_axis == 2
+    assert layers[0].channels == 6
     inst = instrument(model, layers)
     x = np.random.default_rng(3).standard_normal((3, 5, 4)).astype(np.float32)
     mask = np.ones((1, 6), dtype=np.float32)
@@ -159,7 +160,8 @@ def test_dynamic_batch_stays_dynamic_and_outputs_come_first():
     dim = inst.model.graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_param == "N"
     names = [i.name for i in inst.model.graph.input]
-    assert "r.mask" in names and "r.noise_sd" in names
+    assert "r.mask" in names
+    assert "r.noise_sd" in names
     sess = _session(inst.model)
     for n in (1, 7):
         x = np.zeros((n, 2, 5, 5), dtype=np.float32)

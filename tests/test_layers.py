@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import models
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import models
 from sdaudit.errors import LayerSelectionError
 from sdaudit.model.layers import discover_layers, select_layers
 
@@ -65,7 +65,8 @@ def test_residual_add_feeding_relu_is_not_a_layer():
     model, _ = models.residual(17)
     names = {la.name: la for la in discover_layers(model)}
     assert "s" not in names  # the sum is followed by a Relu
-    assert names["a0"].default and names["a1"].default
+    assert names["a0"].default
+    assert names["a1"].default
     assert "h1" not in names  # Gemm → residual Add → Relu: the Relu is the layer
     assert list(names) == ["a0", "a1"]
 
@@ -97,7 +98,8 @@ def test_conv_net_default_is_the_last_three_conv_activations():
     assert [la.name for la in select_layers(layers, "first:1,fc")] == ["r0", "fc"]
     assert [la.name for la in select_layers(layers, "r[02]")] == ["r0", "r2"]
     assert [la.name for la in select_layers(layers, "all")] == ["r0", "r1", "r2", "r3", "fc"]
-    assert layers[0].shape[1:] == (2, 6, 6) and layers[0].channels == 2
+    assert layers[0].shape[1:] == (2, 6, 6)
+    assert layers[0].channels == 2
 
 
 @pytest.mark.parametrize("spec", ["nope", "r*x", "last:0", "last:x", "first:-1"])

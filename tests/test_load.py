@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import models
 import numpy as np
 import onnx
 import pytest
 
-import models
 from sdaudit.errors import BadFlagError, ModelError
 from sdaudit.model.load import load_model, parse_input_shapes
 from sdaudit.rewrite.instrument import instrument

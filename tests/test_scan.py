@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
 import jsonschema
+import models
 import numpy as np
 import pytest
-
-import models
 from conftest import ROOT
+
 from sdaudit.api import audit
 from sdaudit.config import AuditConfig, Gate
 from sdaudit.report.json_io import dumps, load_schema, report_to_dict
@@ -40,7 +41,7 @@ def test_random_ablation_curve_is_the_closed_form(counting):
     assert d["ablation"]["accuracy_mean"] == pytest.approx(expected)
     assert d["ablation"]["accuracy_std"] == pytest.approx([0.0] * 10)
     assert d["ablation"]["units_ablated"] == [round(10 * f) for f in FRACTIONS]
-    area = sum((a + b) / 2 * 0.1 for a, b in zip(expected, expected[1:], strict=False)) / 0.9
+    area = sum((a + b) / 2 * 0.1 for a, b in itertools.pairwise(expected)) / 0.9
     assert d["summary"]["ablation_auc"] == pytest.approx(area, abs=1e-6)
     # Agreement with the unablated predictions equals accuracy here (the net is perfect).
     assert d["ablation"]["agreement_mean"] == pytest.approx(expected)
@@ -105,7 +106,8 @@ def test_noise_curve_matches_the_gaussian_closed_form(tmp_path):
 def test_measure_ablation_runs_only_that(counting):
     model, data = counting
     d = _validate(audit(model, data, AuditConfig(measures=("ablation",), device="cpu")))
-    assert d["noise"] is None and d["importance"] is None
+    assert d["noise"] is None
+    assert d["importance"] is None
     assert d["layers"][0]["units"]["selectivity"] is None
     assert d["ablation"]["ordered"] == {}
 
@@ -123,7 +125,8 @@ def test_same_command_twice_gives_identical_json_but_run(tmp_path):
     config = AuditConfig(draws=3, chunk_size=32, device="cpu")
     a = json.loads(dumps(audit(path, tmp_path / "d.npz", config)))
     b = json.loads(dumps(audit(path, tmp_path / "d.npz", config)))
-    assert a.pop("run") != {} and b.pop("run") != {}
+    assert a.pop("run") != {}
+    assert b.pop("run") != {}
     assert a == b
 
 
@@ -131,7 +134,8 @@ def test_gate_fail_under_and_baseline(counting, tmp_path):
     model, data = counting
     first = audit(model, data, AuditConfig(measures=("ablation",), device="cpu"))
     auc = first.summary.ablation_auc
-    assert first.gate.passed and first.gate.verdict == "no gate set"
+    assert first.gate.passed
+    assert first.gate.verdict == "no gate set"
     failing = audit(model, data, AuditConfig(measures=("ablation",), device="cpu",
                                              gate=Gate(fail_under=auc + 0.01)))
     assert not failing.gate.passed

@@ -75,7 +75,7 @@ class ImageFolderDataset:
             )
         files.sort(key=lambda item: (item[1], str(item[0])))
         self._files = files
-        self.class_names = tuple(classes)
+        self.class_names: tuple[str, ...] | None = tuple(classes)
         self.num_samples = len(files)
         self._mean = np.asarray(preprocess.mean, dtype=np.float32)
         self._std = np.asarray(preprocess.std, dtype=np.float32)
@@ -85,8 +85,8 @@ class ImageFolderDataset:
 
         height, width = self._layout.image_size or (0, 0)
         try:
-            with Image.open(path) as img:
-                img = img.convert("L" if self._layout.channels == 1 else "RGB")
+            with Image.open(path) as opened:
+                img = opened.convert("L" if self._layout.channels == 1 else "RGB")
                 if img.size != (width, height):
                     img = img.resize((width, height), Image.Resampling.BILINEAR)
                 arr = np.asarray(img, dtype=np.float32)

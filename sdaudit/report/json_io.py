@@ -43,11 +43,11 @@ def _curve(curve: Curve | None, x_name: str) -> dict[str, Any] | None:
 def report_to_dict(report: AuditReport) -> dict[str, Any]:
     ablation = None
     if report.ablation is not None:
-        joint = _curve(report.ablation.get("joint"), "fractions") or {}
+        result = report.ablation
         ablation = {
-            **joint,
-            "per_layer": {k: _curve(v, "fractions") for k, v in report.ablation["per_layer"].items()},
-            "ordered": {k: _curve(v, "fractions") for k, v in report.ablation["ordered"].items()},
+            **(_curve(result.joint, "fractions") or {}),
+            "per_layer": {k: _curve(v, "fractions") for k, v in result.per_layer.items()},
+            "ordered": {k: _curve(v, "fractions") for k, v in result.ordered.items()},
         }
     data: dict[str, Any] = {
         "schema_version": report.schema_version,

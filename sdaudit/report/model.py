@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 SCHEMA_VERSION = "1.0"
 
@@ -29,6 +30,15 @@ class Curve:
     auc_ci_low: float
     auc_ci_high: float
     class_auc: tuple[float, ...] = ()  # per-class normalized AUC (which classes collapse first)
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    """The joint random curve, one random curve per layer, and the selectivity-ordered curves."""
+
+    joint: Curve | None
+    per_layer: dict[str, Curve]
+    ordered: dict[str, Curve]  # "high_to_low", "low_to_high"
 
 
 @dataclass(frozen=True)
@@ -95,16 +105,16 @@ class AuditReport:
     """Everything an audit found. ``run`` holds the only values that vary between two runs."""
 
     sdaudit_version: str
-    model: dict[str, object]
-    data: dict[str, object]
-    runtime: dict[str, object]
-    config: dict[str, object]
-    baseline: dict[str, object]
+    model: dict[str, Any]
+    data: dict[str, Any]
+    runtime: dict[str, Any]
+    config: dict[str, Any]
+    baseline: dict[str, Any]
     layers: tuple[LayerReport, ...]
-    ablation: dict[str, object] | None
+    ablation: AblationResult | None
     noise: Curve | None
-    importance: dict[str, object] | None
+    importance: dict[str, Any] | None
     summary: Summary
     gate: GateResult
-    run: dict[str, object] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION

@@ -51,7 +51,7 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
     lines.append("runtime   ", style="dim")
     lines.append(f"{report.runtime['provider']}, {report.runtime['threads']} threads\n")
     lines.append("accuracy  ", style="dim")
-    lines.append(f"{_f(report.baseline['accuracy'])} unablated "
+    lines.append(f"{_f(float(report.baseline['accuracy']))} unablated "
                  f"(on the data given, with its labels)\n")
     if s.ablation_auc is not None:
         lo, hi = s.ablation_auc_ci or (None, None)
@@ -103,7 +103,7 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
         console.print(sel)
 
     if report.ablation is not None:
-        joint: Curve | None = report.ablation.get("joint")
+        joint = report.ablation.joint
         if joint is not None:
             _curve_table(console, joint, "Random ablation (all selected layers together)",
                          "fraction")
@@ -115,9 +115,9 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
         rows: list[tuple[str, Curve]] = []
         if joint is not None:
             rows.append(("random, joint", joint))
-        rows += [(f"random, {name}", c) for name, c in report.ablation["per_layer"].items()]
+        rows += [(f"random, {name}", c) for name, c in report.ablation.per_layer.items()]
         rows += [(f"by selectivity, {k.replace('_', ' ')}", c)
-                 for k, c in report.ablation["ordered"].items()]
+                 for k, c in report.ablation.ordered.items()]
         for label, c in rows:
             curves.add_row(label, sparkline(c.normalized_mean), _f(c.auc))
         if rows:

@@ -119,7 +119,8 @@ def instrument(
         reshape_to = _broadcast_shape(layer)
         c = layer.channels
 
-        def control(suffix: str, layer: LayerInfo = layer, dtype: object = dtype) -> gs.Variable:
+        def control(suffix: str, layer: LayerInfo = layer, dtype: object = dtype, c: int = c,
+                    reshape_to: list[int] | None = reshape_to) -> gs.Variable:
             var = gs.Variable(new_name(layer.name + suffix), dtype=dtype, shape=["ctl_batch", c])
             graph.inputs.append(var)
             if reshape_to is None:
@@ -233,7 +234,7 @@ def probe_inputs(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[
             continue
         ttype = vi.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in ttype.shape.dim]
-        dims = [batch if i == 0 and (d == 0 or d == 1) and len(dims) > 1 else d
+        dims = [batch if i == 0 and (d in {0, 1}) and len(dims) > 1 else d
                 for i, d in enumerate(dims)]
         if any(d <= 0 for d in dims):
             raise RewriteError(

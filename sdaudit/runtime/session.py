@@ -71,10 +71,8 @@ def cuda_usable() -> bool:
         return False
     with contextlib.redirect_stdout(sys.stderr):
         if hasattr(ort_mod, "preload_dlls"):
-            try:
+            with contextlib.suppress(Exception):
                 ort_mod.preload_dlls()
-            except Exception:  # noqa: S110 - best effort; the probe session decides
-                pass
         from onnx import TensorProto, helper
 
         graph = helper.make_graph(

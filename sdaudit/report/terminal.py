@@ -74,10 +74,12 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
         lines.append(f"\nnote      {note}", style="yellow")
     console.print(Panel(lines, title="sdaudit: reliance on single directions", box=box.ROUNDED))
 
-    table = Table(title="Layers", box=box.SIMPLE_HEAD)
-    for col in ("layer", "op", "units", "dead", "SI mean", "SI median", "SI max", "MI mean",
-                "ρ(SI, importance)", "layer AUC"):
-        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    table = Table(title="Layers (SI: class selectivity, MI: bits, AUC: this layer ablated alone)",
+                  box=box.SIMPLE_HEAD)
+    for col in ("layer", "op", "units", "dead", "SI mean", "SI med", "SI max", "MI",
+                "ρ(SI,imp)", "AUC"):
+        table.add_column(col, justify="left" if col in ("layer", "op") else "right",
+                         no_wrap=col != "layer")
     for layer in report.layers:
         table.add_row(layer.name, layer.op_type, str(layer.channels), str(layer.dead_units),
                       _f(layer.selectivity_mean), _f(layer.selectivity_median),
@@ -107,8 +109,7 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
         if joint is not None:
             _curve_table(console, joint, "Random ablation (all selected layers together)",
                          "fraction")
-        curves = Table(title="Ablation curves (normalized accuracy, fraction 0 → "
-                       f"{(joint.x[-1] if joint else 1):.2g})", box=box.SIMPLE_HEAD)
+        curves = Table(title="Ablation curves (normalized accuracy)", box=box.SIMPLE_HEAD)
         curves.add_column("curve")
         curves.add_column("sparkline")
         curves.add_column("AUC", justify="right")
@@ -131,14 +132,14 @@ def _curve_table(console: Any, curve: Curve, title: str, x_name: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"{title}   {sparkline(curve.normalized_mean)}", box=box.SIMPLE_HEAD)
-    for col in (x_name, "units off" if x_name == "fraction" else "draws", "accuracy", "± s.d.",
-                "95% CI", "normalized", "agreement", "loss"):
-        table.add_column(col, justify="right")
+    for col in (x_name, "off" if x_name == "fraction" else "draws", "acc", "s.d.", "95% CI",
+                "norm", "agree", "loss"):
+        table.add_column(col, justify="right", no_wrap=True)
     for j, x in enumerate(curve.x):
         table.add_row(
             f"{x:.3g}", str(curve.units_ablated[j]) if x_name == "fraction" else str(curve.draws),
             _f(curve.accuracy_mean[j]), _f(curve.accuracy_std[j]),
-            f"[{_f(curve.accuracy_ci_low[j])}, {_f(curve.accuracy_ci_high[j])}]",
+            f"{_f(curve.accuracy_ci_low[j])}–{_f(curve.accuracy_ci_high[j])}",
             _f(curve.normalized_mean[j]), _f(curve.agreement_mean[j]), _f(curve.loss_mean[j]),
         )
     console.print(table)

@@ -94,14 +94,15 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
         units.sort(key=lambda t: (-t[0], t[1].name, t[2]))
         sel = Table(title=f"Most class-selective units (top {min(top, len(units))})",
                     box=box.SIMPLE_HEAD)
-        for col in ("layer", "unit", "SI", "class", "MI (bits)", "importance"):
+        for col in ("layer", "unit", "SI", "class", "MI (bits)", "Δacc alone", "Δloss alone"):
             sel.add_column(col, justify="left" if col in ("layer", "class") else "right")
         for si, layer, i in units[:top]:
             u = layer.units
             pref = u.preferred_class[i] if u.preferred_class else -1
             sel.add_row(layer.name, str(i), _f(si), _class_name(report, pref),
                         _f(u.mutual_information[i] if u.mutual_information else None),
-                        _f(u.importance[i] if u.importance else None))
+                        _f(-u.importance[i] if u.importance else None),
+                        _f(u.importance_loss[i] if u.importance_loss else None))
         console.print(sel)
 
     if report.ablation is not None:

@@ -90,33 +90,35 @@ def _ordered_masks(order: np.ndarray, total: int, fractions: tuple[float, ...]) 
     return rows
 
 
-def _curve(x: tuple[float, ...], counts: list[int], correct: np.ndarray, loss: np.ndarray,
-           agree: np.ndarray, class_correct: np.ndarray, class_counts: np.ndarray, n: int,
-           draws: int, base_acc: float, base_class_acc: np.ndarray,
+def _curve(x: tuple[float, ...], counts: list[int], arrays: dict[str, np.ndarray],
+           class_counts: np.ndarray, n: int, base_acc: float, base_class_acc: np.ndarray,
            auc_x: np.ndarray | None = None) -> Curve:
-    """Assemble a curve from [draws, F] count arrays; areas over ``auc_x`` (default ``x``)."""
+    """Assemble a curve from count arrays shaped [draws, points] (class counts [draws, points, K]);
+    areas over ``auc_x`` (default ``x``)."""
     from sdaudit.analysis.curves import mean_sd_ci, normalized_auc
 
     ax = np.asarray(x, dtype=np.float64) if auc_x is None else auc_x
-    acc = correct / n
+    acc = arrays["correct"] / n
+    draws = acc.shape[0]
     mean, sd, lo, hi = mean_sd_ci(acc, axis=0)
     per_draw_auc = np.array([normalized_auc(ax, a, base_acc) for a in acc])
     _, _, auc_lo, auc_hi = mean_sd_ci(per_draw_auc[:, None], axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cls_acc = (class_correct.mean(axis=0) / np.where(class_counts > 0, class_counts, np.nan))
-    class_auc = []
-    for c in range(cls_acc.shape[1]):
-        if class_counts[c] > 0 and base_class_acc[c] > 0:
-            class_auc.append(normalized_auc(ax, cls_acc[:, c], float(base_class_acc[c])))
-        else:
-            class_auc.append(math.nan)
+        cls_acc = (arrays["class_correct"].mean(axis=0)
+                   / np.where(class_counts > 0, class_counts, np.nan))
+    class_auc = [
+        normalized_auc(ax, cls_acc[:, c], float(base_class_acc[c]))
+        if class_counts[c] > 0 and base_class_acc[c] > 0 else math.nan
+        for c in range(cls_acc.shape[1])
+    ]
     return Curve(
         x=tuple(x), units_ablated=tuple(counts), accuracy_mean=tuple(mean.tolist()),
         accuracy_std=tuple(sd.tolist()), accuracy_ci_low=tuple(lo.tolist()),
         accuracy_ci_high=tuple(hi.tolist()),
         normalized_mean=tuple((mean / base_acc if base_acc > 0 else mean * math.nan).tolist()),
-        loss_mean=tuple((loss / n).mean(axis=0).tolist()),
-        agreement_mean=tuple((agree / n).mean(axis=0).tolist()), draws=draws,
+        loss_mean=tuple((arrays["loss"] / n).mean(axis=0).tolist()),
+        agreement_mean=tuple((arrays["agree"] / n).mean(axis=0).tolist()),
+        kl_mean=tuple((arrays["kl"] / n).mean(axis=0).tolist()), draws=draws,
         auc=normalized_auc(ax, mean, base_acc), auc_ci_low=float(auc_lo[0]),
         auc_ci_high=float(auc_hi[0]), class_auc=tuple(class_auc),
     )
@@ -300,14 +302,14 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
         base_class_acc = counts.class_correct[0] / np.where(counts.class_counts > 0,
                                                             counts.class_counts, np.nan)
 
-    def block_curve(name: str, x: tuple[float, ...], units_off: list[int], draws: int,
-                    source: Any = counts, span: tuple[int, int] | None = None) -> Curve:
-        a, b = span or blocks[name]
-        shape = (draws, len(x))
-        return _curve(x, units_off, source.correct[a:b].reshape(shape),
-                      source.loss[a:b].reshape(shape), source.agree[a:b].reshape(shape),
-                      source.class_correct[a:b].reshape(*shape, -1), source.class_counts, n,
-                      draws, base_acc, base_class_acc)
+    fields = ("correct", "loss", "agree", "kl", "class_correct")
+
+    def block_curve(name: str, x: tuple[float, ...], units_off: list[int], draws: int) -> Curve:
+        a, b = blocks[name]
+        arrays = {f: getattr(counts, f)[a:b].reshape(draws, len(x), -1).squeeze(-1)
+                  if f != "class_correct" else counts.class_correct[a:b].reshape(draws, len(x), -1)
+                  for f in fields}
+        return _curve(x, units_off, arrays, counts.class_counts, n, base_acc, base_class_acc)
 
     ablation: AblationResult | None = None
     joint: Curve | None = None
@@ -334,10 +336,9 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
         def by_level(arr: np.ndarray) -> np.ndarray:
             return arr.reshape(*shape, *arr.shape[1:]).swapaxes(0, 1)
 
-        noise_curve = _curve(levels, [u] * len(levels), by_level(noise_counts.correct),
-                             by_level(noise_counts.loss), by_level(noise_counts.agree),
-                             by_level(noise_counts.class_correct), noise_counts.class_counts, n,
-                             config.draws, base_acc, base_class_acc,
+        noise_curve = _curve(levels, [u] * len(levels),
+                             {f: by_level(getattr(noise_counts, f)) for f in fields},
+                             noise_counts.class_counts, n, base_acc, base_class_acc,
                              # Over log α: each decade of noise weighs the same.
                              auc_x=np.log10(np.asarray(levels)))
 

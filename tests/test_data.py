@@ -41,7 +41,8 @@ def test_compressed_npz_still_reads(tmp_path):
     np.savez_compressed(tmp_path / "c.npz", x=x, y=np.array([0, 1, 0]))
     data = open_dataset(tmp_path / "c.npz", GRAY, num_classes=2)
     got, _ = next(data.chunks(8))
-    assert got.dtype == np.float32 and got.shape == (3, 1, 4, 4)
+    assert got.dtype == np.float32
+    assert got.shape == (3, 1, 4, 4)
 
 
 @pytest.mark.parametrize(("arrays", "message"), [
@@ -65,7 +66,8 @@ def test_image_folder_sorted_classes_and_preprocessing(tmp_path):
     data = open_dataset(root, GRAY, num_classes=2, preprocess=Preprocess(1 / 255, (0.5,), (0.25,)))
     assert data.class_names == ("a_cat", "b_dog")
     x, y = next(data.chunks(100))
-    assert x.shape == (6, 1, 4, 4) and list(y) == [0, 0, 0, 1, 1, 1]
+    assert x.shape == (6, 1, 4, 4)
+    assert list(y) == [0, 0, 0, 1, 1, 1]
     raw = np.asarray(Image.open(root / "a_cat" / "0.png"), dtype=np.float32)
     np.testing.assert_allclose(x[0, 0], (raw / 255 - 0.5) / 0.25, atol=1e-6)
 
@@ -83,11 +85,12 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
     data = open_dataset(root, GRAY, num_classes=2)
     total = sum(len(y) for _, y in data.chunks(2))
     assert total == 6
-    assert data.skipped.count == 1 and data.skipped.examples == ["cat/broken.jpg"]
+    assert data.skipped.count == 1
+    assert data.skipped.examples == ["cat/broken.jpg"]
 
 
 @pytest.mark.parametrize(("setup", "message"), [
-    (lambda p: None, "no class sub-folders"),
+    (lambda _: None, "no class sub-folders"),
     (lambda p: (p / "a").mkdir(), "no images found"),
     (lambda p: Image.fromarray(np.zeros((4, 4), np.uint8)).save(p / "loose.png"), "sub-folder"),
 ])
@@ -103,7 +106,7 @@ def test_missing_and_unknown_paths(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         open_dataset(tmp_path / "nope", GRAY, num_classes=2)
     (tmp_path / "data.csv").write_text("1,2\n")
-    with pytest.raises(DataError, match="not an .npz file or a folder"):
+    with pytest.raises(DataError, match=r"not an \.npz file or a folder"):
         open_dataset(tmp_path / "data.csv", GRAY, num_classes=2)
     with pytest.raises(DataError, match="not an image"):
         open_dataset(tmp_path, InputLayout("x", (64,), "float32"), num_classes=2)

@@ -9,8 +9,8 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import pytest
-
 from conftest import SAMPLES
+
 from sdaudit.model.layers import discover_layers, select_layers
 from sdaudit.model.load import load_model
 from sdaudit.rewrite.instrument import instrument, neutral_controls
@@ -73,7 +73,8 @@ def test_png_folder_gives_the_npz_accuracy(runner, app):
                             str(SAMPLES / "digits-png"), *args])
     b = runner.invoke(app, ["scan", str(SAMPLES / "digits-cnn.onnx"), "--data",
                             str(SAMPLES / "digits-train.npz"), *args])
-    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    assert a.exit_code == 0, a.output
+    assert b.exit_code == 0, b.output
     ra, rb = json.loads(a.stdout), json.loads(b.stdout)
     assert ra["data"]["samples"] == rb["data"]["samples"] == 1200
     assert ra["data"]["class_names"] == [str(i) for i in range(10)]

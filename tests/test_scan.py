@@ -155,3 +155,9 @@ def test_gate_fail_under_and_baseline(counting, tmp_path):
 def test_schema_in_docs_is_the_shipped_one():
     shipped = (ROOT / "sdaudit" / "report" / "schema.json").read_text()
     assert (ROOT / "docs" / "report-schema.json").read_text() == shipped
+
+
+def test_shipped_schema_is_generated_from_its_source():
+    from sdaudit.report.schema_source import schema_text
+
+    assert (ROOT / "sdaudit" / "report" / "schema.json").read_text() == schema_text()

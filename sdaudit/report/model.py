@@ -13,7 +13,8 @@ class Curve:
     """Accuracy as units are removed (x = fraction of units) or noise grows (x = α).
 
     Per point: mean, s.d. and 95 % t-interval over draws of the accuracy; the same normalized by
-    the unablated accuracy; mean loss; agreement with the unablated predictions.
+    the unablated accuracy; mean loss; agreement with the unablated predictions and KL divergence
+    of the perturbed outputs from the unperturbed ones.
     """
 
     x: tuple[float, ...]
@@ -25,6 +26,7 @@ class Curve:
     normalized_mean: tuple[float, ...]
     loss_mean: tuple[float, ...]
     agreement_mean: tuple[float, ...]
+    kl_mean: tuple[float, ...]  # KL(unperturbed ‖ perturbed output), nats per sample
     draws: int
     auc: float  # normalized area under the curve (see analysis.curves.normalized_auc)
     auc_ci_low: float

@@ -77,18 +77,20 @@ class SweepCounts:
     n: int
     correct: np.ndarray  # [M]
     loss: np.ndarray  # [M]
-    agree: np.ndarray  # [M]
+    agree: np.ndarray  # [M] predictions equal to the unperturbed model's
+    kl: np.ndarray  # [M] KL(unperturbed output ‖ perturbed output), summed over samples (nats)
     class_correct: np.ndarray  # [M, K]
     class_counts: np.ndarray  # [K]
 
     @classmethod
     def zeros(cls, configs: int, classes: int) -> SweepCounts:
-        return cls(0, np.zeros(configs), np.zeros(configs), np.zeros(configs),
+        return cls(0, np.zeros(configs), np.zeros(configs), np.zeros(configs), np.zeros(configs),
                    np.zeros((configs, classes)), np.zeros(classes))
 
     def merge(self, other: SweepCounts) -> SweepCounts:
         return SweepCounts(self.n + other.n, self.correct + other.correct, self.loss + other.loss,
-                           self.agree + other.agree, self.class_correct + other.class_correct,
+                           self.agree + other.agree, self.kl + other.kl,
+                           self.class_correct + other.class_correct,
                            self.class_counts + other.class_counts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,19 +109,20 @@ class Configs:
     noise_sd: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
 
+def _log_probs(out: np.ndarray, probabilities: bool) -> np.ndarray:
+    """Log class probabilities of each row of ``out`` (logits, or probabilities already)."""
+    if probabilities:
+        return np.log(np.clip(out.astype(np.float64), 1e-12, None))
+    z = out.astype(np.float64)
+    top = z.max(axis=-1, keepdims=True)
+    return z - (top + np.log(np.exp(z - top).sum(axis=-1, keepdims=True)))
+
+
 def _loss_and_pred(out: np.ndarray, y: np.ndarray, probabilities: bool) -> tuple[np.ndarray,
                                                                                  np.ndarray]:
     """Cross-entropy per row and the predicted class; ``out`` [R, K], ``y`` [R]."""
-    pred = np.argmax(out, axis=1)
-    rows = np.arange(len(y))
-    if probabilities:
-        loss = -np.log(np.clip(out[rows, y].astype(np.float64), 1e-12, None))
-    else:
-        z = out.astype(np.float64)
-        top = z.max(axis=1, keepdims=True)
-        lse = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
-        loss = lse - z[rows, y]
-    return loss, pred
+    logp = _log_probs(out, probabilities)
+    return -logp[np.arange(len(y)), y], np.argmax(out, axis=1)
 
 
 class Engine:
@@ -250,7 +253,8 @@ class Engine:
         done = 0
         t_pre = t_suf = 0.0
         ctl = neutral_controls(self._stats, 1)
-        for x, y in data.chunks(self.chunk_size):
+        for x, labels in data.chunks(self.chunk_size):
+            y = labels
             t0 = time.perf_counter()
             cut = self._run_prefix(x)
             t1 = time.perf_counter()
@@ -259,7 +263,7 @@ class Engine:
             t_pre += t1 - t0
             t_suf += time.perf_counter() - t1
             out = outs[0]
-            self._check_output(out, y)
+            self._check_output(out, y if len(y) and y[0] >= 0 else np.zeros(0, np.int64))
             k = int(self.num_classes or out.shape[1])
             if stats is None:
                 stats = UnitStats(0, 0.0, 0.0, np.zeros(k), np.zeros(k), np.zeros(u), np.zeros(u),
@@ -267,6 +271,8 @@ class Engine:
                                   np.zeros((k, u)))
             finite = np.isfinite(out).all(axis=1)
             stats.nonfinite += int((~finite).sum())
+            if len(y) and y[0] < 0:  # unlabelled: the unperturbed predictions stand in
+                y = np.argmax(out, axis=1)
             means = np.concatenate([o.astype(np.float64) for o in outs[1:1 + len(self.layers)]],
                                    axis=1)
             sqmeans = np.concatenate([o.astype(np.float64) for o in outs[1 + len(self.layers):]],
@@ -342,10 +348,13 @@ class Engine:
         noise_counts = SweepCounts.zeros(len(noise_sd), k) if has_noise else None
         total_rows = data.num_samples * (len(masks) + (len(noise_sd) if has_noise else 0))
         done_rows = 0
-        for x, y in data.chunks(self.chunk_size):
+        for x, labels in data.chunks(self.chunk_size):
+            y = labels
             n = len(y)
+            unlabelled = bool(n and y[0] < 0)
             cut = self._run_prefix(x)
             base_pred: np.ndarray | None = None
+            base_logp = np.zeros(0)
             jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None,
                              SweepCounts]] = [(self._sweep_sess, self._sweep, masks, None,
                                                mask_counts)]
@@ -365,14 +374,19 @@ class Engine:
                         inst, job_masks[start:stop], n,
                         None if job_noise is None else job_noise[start:stop], unit_mean))
                     out = sess.run([self.output], feeds)[0]
-                    loss, pred = _loss_and_pred(out, np.tile(y, g), bool(self.probabilities))
-                    pred = pred.reshape(g, n)
+                    logp = _log_probs(out, bool(self.probabilities)).reshape(g, n, -1)
+                    pred = np.argmax(out, axis=1).reshape(g, n)
                     if base_pred is None:
-                        base_pred = pred[0].copy()
+                        base_pred, base_logp = pred[0].copy(), logp[0].copy()
+                        if unlabelled:
+                            y = base_pred
                     hit = pred == y[None, :]
                     counts.correct[start:stop] += hit.sum(axis=1)
-                    counts.loss[start:stop] += np.nansum(loss.reshape(g, n), axis=1)
+                    counts.loss[start:stop] += np.nansum(-logp[:, np.arange(n), y], axis=1)
                     counts.agree[start:stop] += (pred == base_pred[None, :]).sum(axis=1)
+                    base_p = np.exp(base_logp)
+                    counts.kl[start:stop] += np.nansum(base_p[None] * (base_logp[None] - logp),
+                                                       axis=(1, 2))
                     for c in np.unique(y):
                         counts.class_correct[start:stop, c] += hit[:, y == c].sum(axis=1)
                     done_rows += g * n

@@ -13,7 +13,8 @@ import numpy as np
 
 from sdaudit._version import __version__
 from sdaudit.config import AuditConfig
-from sdaudit.data.base import InputLayout, Preprocess
+from sdaudit.data.base import InputLayout
+from sdaudit.data.open import DataOptions
 from sdaudit.errors import DataError, SdauditError
 from sdaudit.report.model import (
     AblationResult,
@@ -164,8 +165,8 @@ def _finite(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | None = None, *,
-          input_shape: Any = None, preprocess: Preprocess | None = None,
+def audit(model_path: str | Path, data_path: str | Path | None, config: AuditConfig | None = None, *,
+          input_shape: Any = None, data_options: DataOptions | None = None,
           selectivity_data: str | Path | None = None, output: str | None = None,
           hooks: Hooks | None = None) -> AuditReport:
     """Measure how much the model at ``model_path`` relies on single directions, on ``data_path``.
@@ -185,7 +186,8 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
     t0 = time.perf_counter()
     loaded = load_model(model_path, input_shape)
     layers = select_layers(discover_layers(loaded.proto), config.layers)
-    layout = input_layout(loaded)
+    opts = data_options or DataOptions()
+    layout = input_layout(loaded, opts.channels_last)
     out_spec = loaded.outputs[0] if output is None else next(
         (o for o in loaded.outputs if o.name == output), loaded.outputs[0])
     num_classes = (out_spec.shape[1] if out_spec.shape and len(out_spec.shape) == 2
@@ -193,10 +195,19 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
     from sdaudit.runtime.session import usable_cores
 
     workers = config.threads or usable_cores()
-    data = open_dataset(data_path, layout, num_classes=num_classes, preprocess=preprocess,
-                        workers=workers)
+    from dataclasses import replace
+
+    from sdaudit.data.classes import names_from_metadata
+
+    if opts.class_names is not None and num_classes is not None and \
+            len(opts.class_names) != num_classes:
+        raise DataError(f"--class-names gives {len(opts.class_names)} names but the model has "
+                        f"{num_classes} outputs", "give one name per model output, in order")
+    if opts.class_names is None:
+        opts = replace(opts, class_names=names_from_metadata(loaded.proto, num_classes))
+    data = open_dataset(data_path, layout, num_classes=num_classes, options=opts, workers=workers)
     sel_data = (open_dataset(selectivity_data, layout, num_classes=num_classes,
-                             preprocess=preprocess, workers=workers)
+                             options=replace(opts, loader_script=None), workers=workers)
                 if selectivity_data is not None else data)
     want_noise = config.wants("noise")
     engine = Engine(loaded, layers, device=config.device, threads=config.threads,
@@ -250,10 +261,13 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
            if plan.unablated_passes > 1 else 0.0))
     k = int(engine.num_classes or 0)
     notes: list[str] = []
+    if not data.labelled:
+        notes.append("the data has no labels: the unablated model's predictions stand in, so "
+                     "accuracy is agreement with the unablated model (see also kl_mean)")
     if data.skipped.count:
         notes.append(f"{data.skipped.count} unreadable images skipped "
                      f"(first: {', '.join(data.skipped.examples)})")
-    if base.correct == 0:
+    if base.correct == 0 and data.labelled:
         raise DataError(
             "the unablated model gets no sample right on this data: nothing to measure",
             "check that labels follow the model's class order and the preprocessing is right",
@@ -409,7 +423,7 @@ def audit(model_path: str | Path, data_path: str | Path, config: AuditConfig | N
               "classes_present": int((counts.class_counts > 0).sum()),
               "skipped": data.skipped.count, "skipped_examples": list(data.skipped.examples),
               "selectivity_data": None if selectivity_data is None else str(selectivity_data),
-              "labels": "given"},
+              "labels": "given" if data.labelled else "predicted"},
         runtime={**engine.runtime.to_dict(), "cut": list(engine.cut)},
         config=config.to_dict(),
         baseline={"accuracy": base_acc, "loss": float(counts.loss[0] / n),

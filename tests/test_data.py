@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdaudit.data import InputLayout, Preprocess, open_dataset
+from sdaudit.data import DataOptions, InputLayout, Preprocess, open_dataset
 from sdaudit.errors import DataError
 
 GRAY = InputLayout("x", (1, 4, 4), "float32")
@@ -47,7 +47,6 @@ def test_compressed_npz_still_reads(tmp_path):
 
 @pytest.mark.parametrize(("arrays", "message"), [
     ({"y": np.zeros(3, int)}, "no array 'x'"),
-    ({"x": np.zeros((3, 1, 4, 4), np.float32)}, "no labels 'y'"),
     ({"x": np.zeros((3, 16), np.float32), "y": np.zeros(3, int)}, "shape"),
     ({"x": np.zeros((3, 1, 4, 4), np.float32), "y": np.array([0, 1, 5])}, "go up to 5"),
     ({"x": np.zeros((3, 1, 4, 4), np.float32), "y": np.array([0, 1])}, "2 labels"),
@@ -63,7 +62,8 @@ def test_npz_problems_are_named(tmp_path, arrays, message):
 
 def test_image_folder_sorted_classes_and_preprocessing(tmp_path):
     root = _folder(tmp_path / "imgs", classes=("b_dog", "a_cat"))
-    data = open_dataset(root, GRAY, num_classes=2, preprocess=Preprocess(1 / 255, (0.5,), (0.25,)))
+    data = open_dataset(root, GRAY, num_classes=2,
+                        options=DataOptions(preprocess=Preprocess(1 / 255, (0.5,), (0.25,))))
     assert data.class_names == ("a_cat", "b_dog")
     x, y = next(data.chunks(100))
     assert x.shape == (6, 1, 4, 4)
@@ -90,9 +90,8 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
 
 
 @pytest.mark.parametrize(("setup", "message"), [
-    (lambda _: None, "no class sub-folders"),
+    (lambda _: None, "an empty folder"),
     (lambda p: (p / "a").mkdir(), "no images found"),
-    (lambda p: Image.fromarray(np.zeros((4, 4), np.uint8)).save(p / "loose.png"), "sub-folder"),
 ])
 def test_folder_problems_are_named(tmp_path, setup, message):
     root = tmp_path / "data"
@@ -108,5 +107,5 @@ def test_missing_and_unknown_paths(tmp_path):
     (tmp_path / "data.csv").write_text("1,2\n")
     with pytest.raises(DataError, match=r"not an \.npz file or a folder"):
         open_dataset(tmp_path / "data.csv", GRAY, num_classes=2)
-    with pytest.raises(DataError, match="not an image"):
+    with pytest.raises(DataError, match=r"not an\s+image"):
         open_dataset(tmp_path, InputLayout("x", (64,), "float32"), num_classes=2)

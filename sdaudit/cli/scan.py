@@ -83,9 +83,10 @@ class _CliHooks:
 
 def scan(
     model: ModelArg,
-    data: Path = typer.Option(..., "--data", "-d", help="Labelled data: an .npz with x and y, or "
-                              "a folder with one sub-folder of images per class.",
-                              show_default=False),
+    data: Path | None = typer.Option(None, "--data", "-d", help="An .npz with x (and y), a "
+                                     "folder with one sub-folder of images per class (ImageNet "
+                                     "WordNet ids included), or a flat folder of images.",
+                                     show_default=False),
     select: LayersOpt = "default",
     measure: str = typer.Option("all", help="Comma-separated: all, selectivity, ablation, "
                                 "ordered, noise, importance."),
@@ -108,9 +109,39 @@ def scan(
     threads: int | None = typer.Option(None, help="ONNX Runtime threads (default: usable cores).",
                                        show_default=False),
     input_shape: InputShapeOpt = None,
-    mean: str = typer.Option("0", help="Per-channel mean subtracted from images (after scale)."),
-    std: str = typer.Option("1", help="Per-channel s.d. images are divided by (after scale)."),
-    scale: float = typer.Option(1 / 255, help="Pixel values are multiplied by this first."),
+    preset: str = typer.Option("none", help="Image preprocessing preset: none (/255, resize to the "
+                               "input) or imagenet (short side 256, centre crop 224, ImageNet "
+                               "mean/std). Flags below override it."),
+    mean: str | None = typer.Option(None, help="Per-channel mean subtracted after scaling "
+                                    "[preset: 0].", show_default=False),
+    std: str | None = typer.Option(None, help="Per-channel s.d. divided by after scaling "
+                                   "[preset: 1].", show_default=False),
+    scale: float | None = typer.Option(None, help="Pixels are multiplied by this first "
+                                       "[preset: 1/255].", show_default=False),
+    resize: int | None = typer.Option(None, help="Resize the shorter side to this, then centre "
+                                      "crop to the input size.", show_default=False),
+    crop: int | None = typer.Option(None, help="Centre-crop size where the model's input size "
+                                    "is open.", show_default=False),
+    bgr: bool | None = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects "
+                                    "[preset: RGB].", show_default=False),
+    interpolation: str | None = typer.Option(None, help="bilinear, bicubic, lanczos or nearest "
+                                             "[preset: bilinear].", show_default=False),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--channels-first",
+                                              help="Image layout of the model's input "
+                                              "[default: from its shape].", show_default=False),
+    class_names: Path | None = typer.Option(None, help="One class name per line, in the model's "
+                                            "output order (default: the model's metadata).",
+                                            show_default=False),
+    labels: Path | None = typer.Option(None, help="Labels of a flat image folder: 'filename "
+                                       "label' lines or ImageNet's LOC_val_solution.csv.",
+                                       show_default=False),
+    max_samples: int | None = typer.Option(None, help="Use at most N samples (seeded, "
+                                           "stratified by class).", show_default=False),
+    samples_per_class: int | None = typer.Option(None, help="Use at most K samples of each "
+                                                 "class (seeded).", show_default=False),
+    data_loader_script: str | None = typer.Option(None, help="FILE.py[:func] yielding (x, y) "
+                                                  "batches (runs that file's code).",
+                                                  show_default=False),
     output: str | None = typer.Option(None, help="The model output holding class scores "
                                       "(default: the first).", show_default=False),
     json_path: Path | None = typer.Option(None, "--json", help="Write the full JSON report here.",
@@ -137,7 +168,6 @@ def scan(
         try:
             from sdaudit.api import audit
             from sdaudit.config import MEASURES, AuditConfig, Gate, RiskThresholds
-            from sdaudit.data.base import Preprocess
             from sdaudit.model.load import parse_input_shapes
 
             measures = tuple(m.strip() for m in measure.split(",") if m.strip())
@@ -147,7 +177,7 @@ def scan(
             if len(risk) != 2:
                 raise BadFlagError("--risk-thresholds takes two numbers LOW,MEDIUM", "e.g. 0.7,0.5")
             if json_path is not None and json_path.exists() and json_path.resolve() in (
-                    model.resolve(), data.resolve()):
+                    model.resolve(), *([data.resolve()] if data else [])):
                 raise BadFlagError("--json would overwrite an input", "choose another path")
             config = AuditConfig(
                 layers=select, measures=measures,
@@ -159,13 +189,30 @@ def scan(
                 risk=RiskThresholds(risk[0], risk[1]),
                 gate=Gate(fail_under, None if baseline is None else str(baseline), max_drop),
             )
-            if scale <= 0:
-                raise BadFlagError("--scale must be positive", "e.g. --scale 0.00392 (1/255)")
-            pre = Preprocess(scale, parse_floats(mean, "--mean") or (0.0,),
-                             parse_floats(std, "--std") or (1.0,))
+            from sdaudit.data import DataOptions, Sampling
+            from sdaudit.data.classes import read_class_names
+
+            if data is None and data_loader_script is None:
+                raise BadFlagError("no data given", "give --data PATH or --data-loader-script FILE.py")
+            for flag, value in (("--max-samples", max_samples),
+                                ("--samples-per-class", samples_per_class)):
+                if value is not None and value < 1:
+                    raise BadFlagError(f"{flag} must be at least 1")
+            overrides = {
+                "scale": scale, "resize": resize, "crop": crop, "bgr": bgr,
+                "interpolation": interpolation,
+                "mean": parse_floats(mean, "--mean"), "std": parse_floats(std, "--std"),
+            }
+            options = DataOptions(
+                preset=preset, overrides=overrides, channels_last=channels_last,
+                class_names=read_class_names(class_names) if class_names else None,
+                labels_file=None if labels is None else str(labels),
+                sampling=Sampling(max_samples, samples_per_class, seed),
+                loader_script=data_loader_script,
+            )
             report = audit(model, data, config, input_shape=parse_input_shapes(input_shape),
-                           preprocess=pre, selectivity_data=selectivity_data, output=output,
-                           hooks=hooks)  # type: ignore[arg-type]
+                           data_options=options, selectivity_data=selectivity_data,
+                           output=output, hooks=hooks)  # type: ignore[arg-type]
         finally:
             hooks.close()
         from sdaudit.report.json_io import dumps, write_atomic

@@ -32,18 +32,6 @@ class InputLayout:
         return self.shape[2] if self.channels_last else self.shape[0]
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """How images become model input: x = (pixel · scale − mean) / std, per channel."""
-
-    scale: float = 1.0 / 255.0
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-
-    def to_dict(self) -> dict[str, object]:
-        return {"scale": self.scale, "mean": list(self.mean), "std": list(self.std)}
-
-
 @dataclass
 class SkipLog:
     """Samples that could not be read: counted, and the first few named."""
@@ -57,13 +45,64 @@ class SkipLog:
             self.examples.append(what)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """A seeded choice of samples: at most ``max_samples``, at most ``per_class`` of each class."""
+
+    max_samples: int | None = None
+    per_class: int | None = None
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.max_samples is not None or self.per_class is not None
+
+    def choose(self, labels: np.ndarray | None, n: int) -> np.ndarray:
+        """Sorted indices of the chosen samples (stratified by class where labels are known)."""
+        from sdaudit.errors import BadFlagError
+
+        rng = np.random.default_rng(self.seed)
+        chosen = np.arange(n)
+        if self.per_class is not None:
+            if labels is None:
+                raise BadFlagError("--samples-per-class needs labelled data",
+                                   "use --max-samples for unlabelled data")
+            picks = []
+            for c in np.unique(labels):
+                members = np.flatnonzero(labels == c)
+                take = min(self.per_class, len(members))
+                picks.append(np.sort(rng.choice(members, size=take, replace=False)))
+            chosen = np.sort(np.concatenate(picks)) if picks else chosen[:0]
+        if self.max_samples is not None and len(chosen) > self.max_samples:
+            if labels is None:
+                chosen = np.sort(rng.choice(chosen, size=self.max_samples, replace=False))
+            else:
+                # Stratified: each class keeps its share, rounded, then trimmed at random.
+                sub = labels[chosen]
+                keep = []
+                for c in np.unique(sub):
+                    members = chosen[sub == c]
+                    share = max(1, round(self.max_samples * len(members) / len(chosen)))
+                    keep.append(rng.choice(members, size=min(share, len(members)), replace=False))
+                picked = np.concatenate(keep)
+                if len(picked) > self.max_samples:
+                    picked = rng.choice(picked, size=self.max_samples, replace=False)
+                chosen = np.sort(picked)
+        return chosen
+
+    def to_dict(self) -> dict[str, object]:
+        return {"max_samples": self.max_samples, "samples_per_class": self.per_class,
+                "seed": self.seed}
+
+
 class Dataset(Protocol):
-    """A finite, re-iterable, deterministic stream of (x, y) chunks."""
+    """A finite, re-iterable, deterministic stream of (x, y) chunks; y = -1 where unlabelled."""
 
     path: str
     kind: str
     num_samples: int  # as announced before reading (files found, rows in the array)
     class_names: tuple[str, ...] | None
+    labelled: bool
     skipped: SkipLog
 
     def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

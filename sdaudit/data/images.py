@@ -1,7 +1,12 @@
-"""Image folders: one sub-folder per class, sorted names give the class index.
+"""Image folders.
 
-Images are decoded in a thread pool one chunk ahead of the model, resized to the model's input
-size, scaled and normalized per channel. Unreadable files are skipped, counted and named.
+Layouts: one sub-folder per class (matched to the model's class names where known, ImageNet
+WordNet ids to the standard 1,000-class index, otherwise sorted names give the index); a flat
+folder of images with ``--labels FILE`` (ImageNet's official validation layout); a flat folder
+without labels (the model's own predictions stand in).
+
+Images are decoded in a thread pool one chunk ahead of the model. Unreadable files are skipped,
+counted and named.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sdaudit.data.base import InputLayout, Preprocess, SkipLog
+from sdaudit.data.base import InputLayout, Sampling, SkipLog
+from sdaudit.data.preprocess import Preprocess, to_array
 from sdaudit.errors import DataError
 
 IMAGE_SUFFIXES = frozenset(
@@ -26,12 +32,14 @@ def _is_image(path: Path) -> bool:
 
 
 class ImageFolderDataset:
-    """Labelled images in class sub-folders."""
+    """Images under a folder, labelled by sub-folder or by a labels file, or unlabelled."""
 
-    kind = "image-folder"
+    def __init__(self, root: Path, layout: InputLayout, preprocess: Preprocess, *,
+                 num_classes: int | None, class_names: tuple[str, ...] | None = None,
+                 labels_file: str | Path | None = None, sampling: Sampling | None = None,
+                 workers: int = 2) -> None:
+        from sdaudit.data.classes import map_folders, read_labels_file
 
-    def __init__(self, root: Path, layout: InputLayout, preprocess: Preprocess,
-                 num_classes: int | None, workers: int) -> None:
         self.path = str(root)
         self.skipped = SkipLog()
         self._layout = layout
@@ -40,68 +48,81 @@ class ImageFolderDataset:
         if layout.image_size is None or layout.channels not in (1, 3):
             raise DataError(
                 f"the model's input {layout.name!r} takes {list(layout.shape)} per sample, not an "
-                "image (C,H,W with C = 1 or 3)",
+                "image (C,H,W or H,W,C with C = 1 or 3)",
                 "give the data as an .npz with x in the model's input layout",
             )
-        for name, values in (("--mean", preprocess.mean), ("--std", preprocess.std)):
-            if len(values) not in (1, layout.channels):
-                raise DataError(
-                    f"{name} has {len(values)} values; the model takes {layout.channels} channels",
-                    f"give 1 or {layout.channels} comma-separated values",
-                )
-        if any(s == 0 for s in preprocess.std):
-            raise DataError("--std contains 0", "standard deviations must be non-zero")
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        preprocess.check(layout)
+        folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        loose = sorted(p for p in root.iterdir() if p.is_file() and _is_image(p))
         files: list[tuple[Path, int]] = []
-        for index, name in enumerate(classes):
-            for dirpath, _dirs, names in os.walk(root / name):
-                files.extend((Path(dirpath) / f, index) for f in sorted(names)
-                             if _is_image(Path(f)))
-        if not classes:
-            loose = [p for p in root.iterdir() if _is_image(p)]
-            hint = ("put each class's images in its own sub-folder (root/cat/*.jpg, root/dog/*.jpg)"
-                    if loose else "give a folder with one sub-folder of images per class")
-            raise DataError(f"{self.path!r} has no class sub-folders", hint)
+        self.class_names = class_names
+        self.matched_by = "none"
+        if folders and not loose:
+            if labels_file is not None:
+                raise DataError("--labels is for a flat folder of images; this one has class "
+                                "sub-folders", "drop --labels: the sub-folders give the classes")
+            mapping, self.class_names, self.matched_by = map_folders(folders, class_names,
+                                                                     num_classes)
+            for name in folders:
+                for dirpath, _dirs, names in os.walk(root / name):
+                    files.extend((Path(dirpath) / f, mapping[name]) for f in sorted(names)
+                                 if _is_image(Path(f)))
+            self.kind = "image-folder"
+            self.labelled = True
+        elif loose:
+            if labels_file is not None:
+                labels = read_labels_file(labels_file, class_names)
+                missing = [p.name for p in loose if p.name not in labels and p.stem not in labels]
+                if missing:
+                    raise DataError(
+                        f"{len(missing)} images have no label in {str(labels_file)!r} "
+                        f"(first: {missing[0]})", "give a label for every image in the folder")
+                files = [(p, labels.get(p.name, labels.get(p.stem, -1))) for p in loose]
+                self.kind, self.labelled, self.matched_by = "image-flat", True, "labels file"
+            else:
+                files = [(p, -1) for p in loose]
+                self.kind, self.labelled = "image-unlabelled", False
+            if self.class_names is None and num_classes == 1000:
+                from sdaudit.data.classes import imagenet_classes
+
+                self.class_names = imagenet_classes()[1]
+        else:
+            hint = ("give a folder with one sub-folder of images per class, or a flat folder of "
+                    "images") if not folders else f"image files end in {', '.join(sorted(IMAGE_SUFFIXES))}"
+            where = f"{len(folders)} sub-folders" if folders else "an empty folder"
+            raise DataError(f"no images found under {self.path!r} ({where})", hint)
         if not files:
             raise DataError(
-                f"no images found under {self.path!r} ({len(classes)} class folders)",
+                f"no images found under {self.path!r} ({len(folders)} class folders)",
                 f"image files end in {', '.join(sorted(IMAGE_SUFFIXES))}",
             )
-        if num_classes is not None and len(classes) > num_classes:
-            raise DataError(
-                f"{self.path!r} has {len(classes)} class folders but the model has "
-                f"{num_classes} outputs",
-                "give one sub-folder per model class (sorted names give the class index)",
-            )
+        if self.labelled and num_classes is not None:
+            top = max(label for _, label in files)
+            if top >= num_classes:
+                raise DataError(
+                    f"labels go up to {top} but the model has {num_classes} outputs",
+                    "give one sub-folder (or label) per model class, in the model's order",
+                )
         files.sort(key=lambda item: (item[1], str(item[0])))
+        if sampling is not None and sampling.active:
+            labels_arr = np.array([lab for _, lab in files]) if self.labelled else None
+            files = [files[i] for i in sampling.choose(labels_arr, len(files))]
         self._files = files
-        self.class_names: tuple[str, ...] | None = tuple(classes)
         self.num_samples = len(files)
-        self._mean = np.asarray(preprocess.mean, dtype=np.float32)
-        self._std = np.asarray(preprocess.std, dtype=np.float32)
 
     def _decode(self, path: Path) -> np.ndarray | None:
         from PIL import Image, UnidentifiedImageError
 
-        height, width = self._layout.image_size or (0, 0)
         try:
             with Image.open(path) as opened:
-                img = opened.convert("L" if self._layout.channels == 1 else "RGB")
-                if img.size != (width, height):
-                    img = img.resize((width, height), Image.Resampling.BILINEAR)
-                arr = np.asarray(img, dtype=np.float32)
+                return to_array(opened, self._pre, self._layout)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             return None
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        arr = (arr * self._pre.scale - self._mean) / self._std
-        if not self._layout.channels_last:
-            arr = arr.transpose(2, 0, 1)
-        return arr
 
     def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         dtype = np.dtype(self._layout.dtype)
         batches = [self._files[i:i + size] for i in range(0, len(self._files), size)]
+        self.skipped = SkipLog()  # each pass sees the same files; count them once
         with ThreadPoolExecutor(self._workers, thread_name_prefix="sdaudit-decode") as pool:
             def submit(batch: list[tuple[Path, int]]) -> list[Future[np.ndarray | None]]:
                 return [pool.submit(self._decode, p) for p, _ in batch]
@@ -123,4 +144,5 @@ class ImageFolderDataset:
                     yield np.stack(arrays).astype(dtype, copy=False), np.asarray(labels, np.int64)
 
     def describe(self) -> dict[str, object]:
-        return {"path": self.path, "kind": self.kind, "preprocess": self._pre.to_dict()}
+        return {"path": self.path, "kind": self.kind, "preprocess": self._pre.to_dict(),
+                "classes_matched_by": self.matched_by}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdaudit.data.base import InputLayout, SkipLog
+from sdaudit.data.base import InputLayout, Sampling, SkipLog
 from sdaudit.errors import DataError
 
 
@@ -52,7 +52,8 @@ class NpzDataset:
 
     kind = "npz"
 
-    def __init__(self, path: Path, layout: InputLayout, num_classes: int | None) -> None:
+    def __init__(self, path: Path, layout: InputLayout, num_classes: int | None,
+                 sampling: Sampling | None = None) -> None:
         self.path = str(path)
         self.skipped = SkipLog()
         self.class_names: tuple[str, ...] | None = None
@@ -70,21 +71,23 @@ class NpzDataset:
                 f"{self.path!r} has no array 'x' (arrays: {keys})",
                 "save inputs as x and labels as y: numpy.savez(path, x=x, y=y)",
             )
-        if "y.npy" not in members:
-            raise DataError(
-                f"{self.path!r} has no labels 'y'",
-                "save integer labels as y: numpy.savez(path, x=x, y=y)",
-            )
+        self.labelled = "y.npy" in members
         try:
             x = _memmap_member(path, "x.npy")
             if x is None:
                 with np.load(path, allow_pickle=False) as npz:
                     x = npz["x"]
-            with np.load(path, allow_pickle=False) as npz:
-                y = npz["y"]
+            if self.labelled:
+                with np.load(path, allow_pickle=False) as npz:
+                    y = self._check_labels(npz["y"], len(x), num_classes)
+            else:  # unlabelled: the model's own predictions stand in
+                y = np.full(len(x), -1, dtype=np.int64)
         except (ValueError, OSError, zipfile.BadZipFile) as exc:
             raise DataError(f"cannot read arrays from {self.path!r}: {exc}") from None
-        self._x, self._y = x, self._check_labels(y, len(x), num_classes)
+        self._x, self._y = x, y
+        self._index: np.ndarray | None = None
+        if sampling is not None and sampling.active:
+            self._index = sampling.choose(y if self.labelled else None, len(x))
         expected = tuple(layout.shape)
         if tuple(x.shape[1:]) != expected:
             raise DataError(
@@ -95,7 +98,7 @@ class NpzDataset:
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise DataError(f"x in {self.path!r} has dtype {x.dtype}; numbers are needed")
         self._dtype = np.dtype(layout.dtype)
-        self.num_samples = len(x)
+        self.num_samples = len(x) if self._index is None else len(self._index)
         if self.num_samples == 0:
             raise DataError(f"{self.path!r} holds zero samples", "give at least one labelled sample")
 
@@ -131,8 +134,12 @@ class NpzDataset:
 
     def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, self.num_samples, size):
-            x = np.asarray(self._x[start:start + size], dtype=self._dtype)
-            yield np.ascontiguousarray(x), self._y[start:start + size]
+            if self._index is None:
+                rows: slice | np.ndarray = slice(start, start + size)
+            else:
+                rows = self._index[start:start + size]
+            x = np.asarray(self._x[rows], dtype=self._dtype)
+            yield np.ascontiguousarray(x), self._y[rows]
 
     def describe(self) -> dict[str, object]:
         return {"path": self.path, "kind": self.kind}

@@ -315,10 +315,12 @@ class Engine:
         ctl = neutral_controls(self._stats, 1)
         unit_idx = np.arange(self.units)
         done = 0
-        for x, y in data.chunks(self.chunk_size):
+        for x, labels in data.chunks(self.chunk_size):
             cut = self._run_prefix(x)
-            outs = self._stats_sess.run(list(self._stats.mean_outputs), {**cut, **ctl})
-            means = np.concatenate([o.astype(np.float64) for o in outs], axis=1)
+            outs = self._stats_sess.run([self.output, *self._stats.mean_outputs], {**cut, **ctl})
+            # Unlabelled: the unperturbed predictions stand in, as in the other passes.
+            y = labels if len(labels) and labels[0] >= 0 else np.argmax(outs[0], axis=1)
+            means = np.concatenate([o.astype(np.float64) for o in outs[1:]], axis=1)
             b = bin_index(means, lo, hi, bins)  # [n, U]
             flat = (unit_idx[None, :] * bins + b) * k + y[:, None]
             hist += np.bincount(flat.ravel(), minlength=hist.size).reshape(hist.shape)

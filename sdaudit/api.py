@@ -414,7 +414,7 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     finished = datetime.now(timezone.utc)
     return AuditReport(
         sdaudit_version=__version__,
-        model={"path": str(model_path), "sha256": loaded.sha256,
+        model={"path": str(model_path), "sha256": loaded.sha256, "converted_onnx": loaded.converted,
                "inputs": [s.to_dict() for s in loaded.inputs],
                "outputs": [s.to_dict() for s in loaded.outputs], "output_used": engine.output,
                "output_kind": "probabilities" if engine.probabilities else "logits",

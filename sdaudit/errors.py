@@ -54,3 +54,9 @@ class InternalError(Exception):
     """A broken invariant inside sdaudit: a bug, reported with its traceback (exit code 3)."""
 
     exit_code = EXIT_INTERNAL
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type where it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

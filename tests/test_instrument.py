@@ -189,3 +189,32 @@ def test_post_condition_refuses_a_broken_rewrite(monkeypatch):
     monkeypatch.setattr(mod, "neutral_controls", broken)
     with pytest.raises(RewriteError, match="differs from the original"):
         instrument(model, discover_layers(model))
+
+
+def test_fixed_batch_models_run_in_chunks_of_their_size(tmp_path):
+    """A graph that hard-codes batch 1 (Reshape to [1, -1]) runs one padded sample at a time."""
+    import onnx_graphsurgeon as gs
+
+    from sdaudit.api import audit
+    from sdaudit.config import AuditConfig
+
+    model, _ = models.conv(17)
+    graph = gs.import_onnx(model)
+    graph.inputs[0].shape = [1, 2, 5, 5]
+    flatten = next(n for n in graph.nodes if n.op == "Flatten")
+    flatten.op = "Reshape"
+    flatten.attrs = {}
+    flatten.inputs.append(gs.Constant("fixed_shape", np.array([1, -1], dtype=np.int64)))
+    graph.outputs[0].shape = [1, 4]
+    fixed = gs.export_onnx(graph)
+    fixed.ir_version = model.ir_version
+    path = models.save(fixed, tmp_path / "fixed.onnx")
+    dynamic = models.save(model, tmp_path / "dyn.onnx")
+    x = np.random.default_rng(0).standard_normal((7, 2, 5, 5)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    config = AuditConfig(draws=2, device="cpu", measures=("ablation", "importance"))
+    a = audit(path, tmp_path / "x.npz", config)
+    b = audit(dynamic, tmp_path / "x.npz", config)
+    assert a.data["samples"] == 7
+    assert a.ablation.joint.accuracy_mean == pytest.approx(b.ablation.joint.accuracy_mean)
+    assert a.layers[0].units.importance == pytest.approx(b.layers[0].units.importance)

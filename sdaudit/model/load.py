@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sdaudit.errors import BadFlagError, ModelError
+from sdaudit.errors import BadFlagError, ModelError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -38,6 +38,7 @@ class LoadedModel:
     sha256: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    converted: str | None = None  # the cached ONNX export of a PyTorch file
 
     @property
     def opset(self) -> int:
@@ -197,11 +198,16 @@ def load_model(
         raise ModelError(f"cannot read model file {str(p)!r}: {exc.strerror}") from None
     if not head:
         raise ModelError(f"model file {str(p)!r} is empty", "re-export or re-download it")
-    if p.suffix in (".pt", ".pth", ".pt2", ".ts"):
-        raise ModelError(
-            f"{str(p)!r} is a PyTorch file; this version reads ONNX only",
-            "export it with torch.onnx.export and pass the .onnx file",
-        )
+    from sdaudit.model.torch_convert import TORCH_SUFFIXES, convert
+
+    if p.suffix.lower() in TORCH_SUFFIXES:
+        sha = sha256_of(p)
+        shape = input_shape
+        if isinstance(shape, dict):
+            shape = next(iter(shape.values())) if len(shape) == 1 else None
+        onnx_path = convert(p, sha, shape)
+        loaded = load_model(onnx_path, None, require_static=require_static)
+        return LoadedModel(p, loaded.proto, sha, loaded.inputs, loaded.outputs, str(onnx_path))
     what = _sniff_not_onnx(head)
     if what:
         raise ModelError(f"{str(p)!r} is not an ONNX model: {what}", "give an .onnx file")
@@ -228,8 +234,8 @@ def load_model(
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{str(p)!r} is not a valid ONNX model: {first}", "re-export it") from None
+        raise ModelError(f"{str(p)!r} is not a valid ONNX model: {first_line(exc)}",
+                         "re-export it") from None
 
     initializers = {i.name for i in model.graph.initializer}
     if not [i for i in model.graph.input if i.name not in initializers]:
@@ -242,8 +248,8 @@ def load_model(
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:  # shape inference raises many types on malformed models
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"shape inference failed on {str(p)!r}: {first}", "re-export it") from None
+        raise ModelError(f"shape inference failed on {str(p)!r}: {first_line(exc)}",
+                         "re-export it") from None
 
     inputs = tuple(_spec(i) for i in model.graph.input if i.name not in initializers)
     outputs = tuple(_spec(o) for o in model.graph.output)

@@ -68,6 +68,7 @@ SCHEMA: dict[str, Any] = {
         "model": {"type": "object", "required": ["path", "sha256", "inputs", "outputs", "output_used",
                   "output_kind", "opset", "ir_version"], "properties": {
             "path": {"type": "string"}, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "converted_onnx": {"type": ["string", "null"]},
             "inputs": {"type": "array", "items": tensor, "minItems": 1},
             "outputs": {"type": "array", "items": tensor, "minItems": 1},
             "output_used": {"type": "string"}, "output_kind": {"enum": ["logits", "probabilities"]},

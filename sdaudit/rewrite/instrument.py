@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sdaudit.errors import RewriteError
+from sdaudit.errors import RewriteError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -186,7 +186,7 @@ def instrument(
     try:
         onnx.checker.check_model(result_model)
     except onnx.checker.ValidationError as exc:  # pragma: no cover - a bug in the pass
-        raise RewriteError(f"the instrumented model is invalid: {str(exc).splitlines()[0]}") from None
+        raise RewriteError(f"the instrumented model is invalid: {first_line(exc)}") from None
     result = InstrumentedModel(
         result_model, tuple(layers), tuple(masks), tuple(fills), tuple(noises), tuple(means),
         tuple(sqmeans), tuple(original_outputs),
@@ -234,8 +234,8 @@ def probe_inputs(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[
             continue
         ttype = vi.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in ttype.shape.dim]
-        dims = [batch if i == 0 and (d in {0, 1}) and len(dims) > 1 else d
-                for i, d in enumerate(dims)]
+        # A symbolic batch gets ``batch`` rows; a fixed one keeps its size.
+        dims = [batch if i == 0 and d == 0 else d for i, d in enumerate(dims)]
         if any(d <= 0 for d in dims):
             raise RewriteError(
                 f"cannot check the rewrite: the shape of input {vi.name!r} is not known",
@@ -279,7 +279,7 @@ def verify_equivalence(original: onnx.ModelProto, inst: InstrumentedModel) -> fl
     except Exception as exc:
         raise RewriteError(
             f"ONNX Runtime could not run the model to check the rewrite: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+            f"{first_line(exc)}",
             "check that the model runs in onnxruntime",
         ) from None
     worst = 0.0

@@ -142,8 +142,15 @@ class Engine:
                 f"the model has {len(loaded.inputs)} inputs; scan audits single-input classifiers",
                 "export a model that takes one input tensor",
             )
+        # Where the graph hard-codes its batch size, run chunks of exactly that size (the last
+        # one padded) and stack no configurations.
+        self.fixed_batch: int | None = None
         if has_fixed_batch(model):
-            model = free_batch(model)
+            try:
+                model = free_batch(model)
+            except ModelError:
+                self.fixed_batch = int(model.graph.input[0].type.tensor_type.shape.dim[0].dim_value)
+                chunk_size = self.fixed_batch
         self.layers = list(layers)
         self.offsets = np.cumsum([0] + [layer.channels for layer in layers])
         self.units = int(self.offsets[-1])
@@ -190,7 +197,15 @@ class Engine:
         self.timing = {"prefix_s_per_sample": math.nan, "suffix_s_per_sample": math.nan}
 
     # -- pieces ------------------------------------------------------------------------------
+    def _padded(self, x: np.ndarray) -> np.ndarray:
+        """A chunk padded (by repeating its last sample) to the model's fixed batch size."""
+        if self.fixed_batch is None or len(x) == self.fixed_batch:
+            return x
+        pad = np.repeat(x[-1:], self.fixed_batch - len(x), axis=0)
+        return np.concatenate([x, pad])
+
     def _run_prefix(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = self._padded(x)
         cut: dict[str, np.ndarray] = {}
         if self._prefix is not None:
             names = list(self._stats_split.prefix_outputs)
@@ -259,7 +274,7 @@ class Engine:
             cut = self._run_prefix(x)
             t1 = time.perf_counter()
             names = [self.output, *self._stats.mean_outputs, *self._stats.sqmean_outputs]
-            outs = self._stats_sess.run(names, {**cut, **ctl})
+            outs = [o[:len(y)] for o in self._stats_sess.run(names, {**cut, **ctl})]
             t_pre += t1 - t0
             t_suf += time.perf_counter() - t1
             out = outs[0]
@@ -317,7 +332,8 @@ class Engine:
         done = 0
         for x, labels in data.chunks(self.chunk_size):
             cut = self._run_prefix(x)
-            outs = self._stats_sess.run([self.output, *self._stats.mean_outputs], {**cut, **ctl})
+            outs = [o[:len(labels)] for o in
+                    self._stats_sess.run([self.output, *self._stats.mean_outputs], {**cut, **ctl})]
             # Unlabelled: the unperturbed predictions stand in, as in the other passes.
             y = labels if len(labels) and labels[0] >= 0 else np.argmax(outs[0], axis=1)
             means = np.concatenate([o.astype(np.float64) for o in outs[1:]], axis=1)
@@ -365,17 +381,20 @@ class Engine:
                 jobs.append((self._noise_sess, self._noise, ones, noise_sd, noise_counts))
             for sess, inst, job_masks, job_noise, counts in jobs:
                 m = len(job_masks)
-                g_max = self._group_size(cut, n, m)
+                g_max = 1 if self.fixed_batch else self._group_size(cut, n, m)
                 tiled = {name: (v if g_max == 1 else np.concatenate([v] * g_max))
                          for name, v in cut.items()}
                 for start in range(0, m, g_max):
                     stop = min(start + g_max, m)
                     g = stop - start
-                    feeds = {name: v[: g * n] for name, v in tiled.items()}
+                    rows = self.fixed_batch or n
+                    feeds = {name: v[: g * rows] for name, v in tiled.items()}
                     feeds.update(self._controls(
-                        inst, job_masks[start:stop], n,
+                        inst, job_masks[start:stop], rows,
                         None if job_noise is None else job_noise[start:stop], unit_mean))
                     out = sess.run([self.output], feeds)[0]
+                    if self.fixed_batch:
+                        out = out[:n]
                     logp = _log_probs(out, bool(self.probabilities)).reshape(g, n, -1)
                     pred = np.argmax(out, axis=1).reshape(g, n)
                     if base_pred is None:

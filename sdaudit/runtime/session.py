@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sdaudit.errors import BadFlagError, ModelError
+from sdaudit.errors import BadFlagError, ModelError, first_line
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -123,11 +123,11 @@ def make_session(
         session = ort_mod.InferenceSession(model_bytes, sess_options=options, providers=providers)
     except Exception as exc:
         text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
+        first = first_line(exc, 300)
         hint = "check that the model runs in onnxruntime"
         if "NOT_IMPLEMENTED" in text or "not implemented" in text.lower():
             hint = "this onnxruntime cannot run one of the model's ops; re-export with another opset"
-        raise ModelError(f"ONNX Runtime cannot load the model: {first[:300]}", hint) from None
+        raise ModelError(f"ONNX Runtime cannot load the model: {first}", hint) from None
     if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
         raise BadFlagError(
             "--device cuda: the CUDA provider failed to start (CUDA or cuDNN libraries missing?)",

@@ -118,3 +118,27 @@ def test_a_model_without_activations_has_nothing_to_audit():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(LayerSelectionError, match="no activation tensor"):
         select_layers(discover_layers(model), None)
+
+
+def test_squeeze_excitation_gates_are_not_default_conv_layers():
+    """x ─Conv─Relu─► r0 ─┬─GAP─Conv─HardSigmoid─► gate ─┐
+                          └────────────────────────────── Mul ─► m ─Conv─Relu─► r1 ─GAP─Flatten─Gemm"""
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, [2, 2, 1, 1], [0.1] * 4) for n in ("K0", "K1", "K2")]
+    inits.append(helper.make_tensor("W", TensorProto.FLOAT, [2, 3], [0.1] * 6))
+    nodes = [
+        helper.make_node("Conv", ["x", "K0"], ["c0"]), helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("GlobalAveragePool", ["r0"], ["p"]),
+        helper.make_node("Conv", ["p", "K1"], ["s"]), helper.make_node("HardSigmoid", ["s"], ["gate"]),
+        helper.make_node("Mul", ["r0", "gate"], ["m"]),
+        helper.make_node("Conv", ["m", "K2"], ["c1"]), helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("GlobalAveragePool", ["r1"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "W"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], inits)
+    model = onnx.shape_inference.infer_shapes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    layers = discover_layers(model)
+    assert [la.name for la in layers] == ["r0", "gate", "r1"]
+    assert [la.name for la in layers if la.default] == ["r0", "r1"]

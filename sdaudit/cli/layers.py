@@ -36,13 +36,18 @@ def layers(
         from rich.table import Table
 
         table = Table(title=f"Auditable layers of {model}", box=box.SIMPLE_HEAD)
-        for col in ("", "tensor", "op", "kind", "shape", "channel axis", "units", "depth"):
-            table.add_column(col, justify="right" if col in ("units", "depth", "channel axis")
-                             else "left")
+        table.add_column("")
+        table.add_column("tensor", overflow="fold", ratio=3)
+        table.add_column("op", no_wrap=True)
+        table.add_column("shape", overflow="fold", ratio=1)
+        for col in ("axis", "units", "depth"):
+            table.add_column(col, justify="right", no_wrap=True)
         for layer in found:
-            shape = "×".join(str(d) if isinstance(d, int) else (d or "?") for d in layer.shape)
-            table.add_row("✓" if layer.default else "", layer.name, layer.op_type, layer.kind,
-                          shape, str(layer.channel_axis), str(layer.channels), str(layer.depth))
+            shape = "×".join(str(d) if isinstance(d, int) else "N" if i == 0 else (d or "?")
+                             for i, d in enumerate(layer.shape))
+            op = layer.op_type if layer.kind == "activation" else f"{layer.op_type} (no act.)"
+            table.add_row("✓" if layer.default else "", layer.name, op, shape,
+                          str(layer.channel_axis), str(layer.channels), str(layer.depth))
         console = Console(highlight=False)
         console.print(table)
         console.print("✓ = default selection (the paper's: every hidden activation of an MLP, "

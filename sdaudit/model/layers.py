@@ -161,6 +161,7 @@ def discover_layers(model: onnx.ModelProto) -> list[LayerInfo]:
     depth_of: dict[str, int] = {}
     found: list[LayerInfo] = []
     silu_sigmoids: set[str] = set()
+    gates: set[str] = set()
     for node in g.nodes:
         if g.is_silu_mul(node):
             silu_sigmoids.update(node.input)
@@ -197,15 +198,31 @@ def discover_layers(model: onnx.ModelProto) -> list[LayerInfo]:
         found.append(
             LayerInfo(tensor, op, kind, shape, axis, channels, d, index, default=False)
         )
-    return _mark_default(found)
+        consumers = g.consumer_nodes(tensor)
+        if consumers and all(c.op_type == "Mul" and not g.is_silu_mul(c) for c in consumers):
+            gates.add(tensor)  # squeeze-excitation style: scales another tensor
+    return _mark_default(found, gates)
 
 
-def _mark_default(layers: list[LayerInfo]) -> list[LayerInfo]:
+def _spatial_size(layer: LayerInfo) -> int | None:
+    dims = [d for i, d in enumerate(layer.shape) if i not in (0, layer.channel_axis)]
+    if not all(isinstance(d, int) for d in dims):
+        return None
+    size = 1
+    for d in dims:
+        size *= int(d)  # type: ignore[arg-type]
+    return size
+
+
+def _mark_default(layers: list[LayerInfo], gates: set[str] | None = None) -> list[LayerInfo]:
     """The paper's selection: the last three conv activation layers of a conv net, else every
     hidden activation of an MLP; token models (and graphs without activations) take the last
-    three of what there is."""
+    three of what there is. Gates (an activation that only scales another tensor, as in
+    squeeze-excitation blocks) and 1×1 maps after global pooling are not conv feature maps."""
+    gates = gates or set()
     activations = [layer for layer in layers if layer.kind == "activation"]
-    conv = [a for a in activations if a.spatial and a.channel_axis == 1]
+    conv = [a for a in activations if a.spatial and a.channel_axis == 1 and a.name not in gates
+            and _spatial_size(a) != 1]
     dense = [a for a in activations if not a.spatial]
     if conv:
         chosen = conv[-3:]

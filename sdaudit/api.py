@@ -310,6 +310,7 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
                                      hooks.progress)
         mi = mutual_information(hist)
 
+    notes.extend(engine.notes)
     n = counts.n
     base_acc = float(counts.correct[0] / n)
     with np.errstate(invalid="ignore", divide="ignore"):

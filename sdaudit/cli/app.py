@@ -39,5 +39,33 @@ app.command("instrument")(instrument)
 app.command("scan")(scan)
 
 
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; usage errors are one line on stderr (exit 2)."""
+    import sys
+
+    try:  # typer ≥ 0.20 vendors click; older versions use it directly
+        from typer._click import exceptions as click_exceptions
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+    try:
+        result = app(args=argv, prog_name="sdaudit", standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else "", file=sys.stderr)
+        return 2
+    except click_exceptions.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "sdaudit"
+        print(f"sdaudit: error: {exc.format_message()} (see `{command} --help`)", file=sys.stderr)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        print("sdaudit: interrupted", file=sys.stderr)
+        return 130
+    return int(result) if isinstance(result, int) else 0
+
+
 def main() -> None:
-    app(prog_name="sdaudit")
+    import sys
+
+    sys.exit(run())

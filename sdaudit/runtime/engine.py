@@ -125,6 +125,28 @@ def _loss_and_pred(out: np.ndarray, y: np.ndarray, probabilities: bool) -> tuple
     return -logp[np.arange(len(y)), y], np.argmax(out, axis=1)
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return any(k in text for k in ("failed to allocate memory", "bad_alloc", "bad allocation",
+                                   "out of memory"))
+
+
+def _accumulate(counts: SweepCounts, rows: slice, logp: np.ndarray, pred: np.ndarray,
+                y: np.ndarray, base_pred: np.ndarray, base_logp: np.ndarray) -> None:
+    """Add one group's results ([g, n, K] log-probabilities, [g, n] predictions) to ``counts``."""
+    n = len(y)
+    hit = pred == y[None, :]
+    counts.correct[rows] += hit.sum(axis=1)
+    counts.loss[rows] += np.nansum(-logp[:, np.arange(n), y], axis=1)
+    counts.agree[rows] += (pred == base_pred[None, :]).sum(axis=1)
+    base_p = np.exp(base_logp)
+    counts.kl[rows] += np.nansum(base_p[None] * (base_logp[None] - logp), axis=(1, 2))
+    for c in np.unique(y):
+        counts.class_correct[rows, c] += hit[:, y == c].sum(axis=1)
+
+
 class Engine:
     """Sessions for one model and layer selection; runs the passes of an audit."""
 
@@ -195,6 +217,7 @@ class Engine:
         if out_spec.shape and len(out_spec.shape) == 2 and isinstance(out_spec.shape[1], int):
             self.num_classes = out_spec.shape[1]
         self.timing = {"prefix_s_per_sample": math.nan, "suffix_s_per_sample": math.nan}
+        self.notes: list[str] = []
 
     # -- pieces ------------------------------------------------------------------------------
     def _padded(self, x: np.ndarray) -> np.ndarray:
@@ -384,15 +407,28 @@ class Engine:
                 g_max = 1 if self.fixed_batch else self._group_size(cut, n, m)
                 tiled = {name: (v if g_max == 1 else np.concatenate([v] * g_max))
                          for name, v in cut.items()}
-                for start in range(0, m, g_max):
+                start = 0
+                while start < m:
                     stop = min(start + g_max, m)
                     g = stop - start
                     rows = self.fixed_batch or n
-                    feeds = {name: v[: g * rows] for name, v in tiled.items()}
-                    feeds.update(self._controls(
-                        inst, job_masks[start:stop], rows,
-                        None if job_noise is None else job_noise[start:stop], unit_mean))
-                    out = sess.run([self.output], feeds)[0]
+                    try:
+                        feeds = {name: v[: g * rows] for name, v in tiled.items()}
+                        feeds.update(self._controls(
+                            inst, job_masks[start:stop], rows,
+                            None if job_noise is None else job_noise[start:stop], unit_mean))
+                        out = sess.run([self.output], feeds)[0]
+                    except Exception as exc:
+                        if not _out_of_memory(exc):
+                            raise
+                        if g_max == 1:
+                            raise ModelError(
+                                "out of memory running one configuration on a chunk of "
+                                f"{rows} samples", "lower --chunk-size") from None
+                        g_max = max(1, g_max // 2)
+                        self.notes.append(f"ran out of memory with {g} configurations per run; "
+                                          f"went on with {g_max}")
+                        continue
                     if self.fixed_batch:
                         out = out[:n]
                     logp = _log_probs(out, bool(self.probabilities)).reshape(g, n, -1)
@@ -401,18 +437,11 @@ class Engine:
                         base_pred, base_logp = pred[0].copy(), logp[0].copy()
                         if unlabelled:
                             y = base_pred
-                    hit = pred == y[None, :]
-                    counts.correct[start:stop] += hit.sum(axis=1)
-                    counts.loss[start:stop] += np.nansum(-logp[:, np.arange(n), y], axis=1)
-                    counts.agree[start:stop] += (pred == base_pred[None, :]).sum(axis=1)
-                    base_p = np.exp(base_logp)
-                    counts.kl[start:stop] += np.nansum(base_p[None] * (base_logp[None] - logp),
-                                                       axis=(1, 2))
-                    for c in np.unique(y):
-                        counts.class_correct[start:stop, c] += hit[:, y == c].sum(axis=1)
+                    _accumulate(counts, slice(start, stop), logp, pred, y, base_pred, base_logp)
                     done_rows += g * n
                     if progress:
                         progress("sweeps", done_rows, total_rows)
+                    start = stop
                 counts.n += n
                 np.add.at(counts.class_counts, y, 1)
         return mask_counts, noise_counts

@@ -37,12 +37,13 @@ class Plan:
     layers: int
     mask_configs: int
     noise_configs: int
-    unablated_passes: int
+    stats_runs: int  # runs of the unperturbed model with its statistics outputs
+    passes: int  # passes over the data (each runs the prefix once per chunk)
 
     @property
     def forward_passes(self) -> int:
         """Sample-level forward passes (suffix runs count as passes)."""
-        return self.samples * (self.mask_configs + self.noise_configs + self.unablated_passes)
+        return self.samples * (self.mask_configs + self.noise_configs + self.stats_runs)
 
 
 class Hooks:
@@ -178,7 +179,7 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     from sdaudit.data import open_dataset
     from sdaudit.model.layers import discover_layers, select_layers
     from sdaudit.model.load import load_model
-    from sdaudit.runtime.engine import Configs, Engine
+    from sdaudit.runtime.engine import Configs, Engine, HistSpec
 
     config = config or AuditConfig()
     hooks = hooks or Hooks()
@@ -242,23 +243,44 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
                 add(f"layer:{layer.name}", block)
     need_selectivity = config.wants("selectivity") or config.wants("ordered") or \
         config.wants("importance")
+    # Random ablation and single-unit importance need nothing from the unablated statistics:
+    # then one pass does everything. Ordered ablation (selectivity), noise (unit s.d.) and
+    # mean-ablation (unit means) need a first pass; mutual information joins the second.
+    fused = (set(config.measures) <= {"ablation", "importance"}
+             and config.ablation_value == "zero" and selectivity_data is None)
     n_ordered = 2 * len(fr) if config.wants("ordered") else 0
     n_importance = u if config.wants("importance") else 0
     n_noise = len(config.noise_levels) * config.draws if want_noise else 0
+    separate_hist = config.wants("selectivity") and selectivity_data is not None
+    passes = 1 if fused else 2 + (1 if selectivity_data is not None else 0) + int(separate_hist)
+    stats_runs = 1 if fused else 1 + (1 if selectivity_data is not None else 0) + int(
+        config.wants("selectivity"))
     plan = Plan(data.num_samples, u, len(layers),
-                sum(len(r) for r in rows) + n_ordered + n_importance, n_noise,
-                1 + (1 if selectivity_data is not None else 0)
-                + (1 if config.wants("selectivity") else 0))
+                sum(len(r) for r in rows) + n_ordered + n_importance, n_noise, stats_runs, passes)
     hooks.plan(plan)
 
-    # -- pass 1: the unablated model ---------------------------------------------------------
-    base = engine.unablated_pass(data, hooks.progress)
-    rate = engine.timing
-    hooks.estimate(
-        data.num_samples * (2 * rate["prefix_s_per_sample"] + rate["suffix_s_per_sample"]
-                            * (plan.mask_configs + plan.noise_configs + plan.unablated_passes))
-        + (sel_data.num_samples * (rate["prefix_s_per_sample"] + rate["suffix_s_per_sample"])
-           if plan.unablated_passes > 1 else 0.0))
+    def calibrated(rate: dict[str, float]) -> None:
+        config_rate = rate["config_s_per_sample"]
+        if not math.isfinite(config_rate):
+            config_rate = rate["stats_s_per_sample"]
+        hooks.estimate(data.num_samples * (plan.passes * rate["prefix_s_per_sample"]
+                                           + plan.stats_runs * rate["stats_s_per_sample"]
+                                           + (plan.mask_configs + plan.noise_configs)
+                                           * config_rate))
+
+    if config.wants("importance") and fused:
+        add("importance", 1.0 - np.eye(u, dtype=np.float32))
+    hist_spec = None
+    unit_mean = None
+    noise_rows = np.zeros((0, u), dtype=np.float32)
+    if fused:
+        first = engine.run_pass(data, stats=True, configs=Configs(np.concatenate(rows)),
+                                progress=hooks.progress, phase="sweeps", calibrated=calibrated)
+    else:
+        first = engine.run_pass(data, stats=True, progress=hooks.progress,
+                                phase="unablated pass", calibrated=calibrated)
+    base = first.stats
+    assert base is not None
     k = int(engine.num_classes or 0)
     notes: list[str] = []
     if not data.labelled:
@@ -272,8 +294,12 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
             "the unablated model gets no sample right on this data: nothing to measure",
             "check that labels follow the model's class order and the preprocessing is right",
         )
-    sel = base if selectivity_data is None else engine.unablated_pass(sel_data, hooks.progress,
-                                                                      "selectivity data pass")
+    sel = base
+    if selectivity_data is not None:
+        sel_stats = engine.run_pass(sel_data, stats=True, progress=hooks.progress,
+                                    phase="selectivity data").stats
+        assert sel_stats is not None
+        sel = sel_stats
     present = int((sel.class_counts > 0).sum())
     si: np.ndarray | None = None
     pref: np.ndarray | None = None
@@ -288,28 +314,34 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
             si = selectivity_index(means, config.selectivity_eps, shift)
             classes_present = np.flatnonzero(sel.class_counts > 0)
             pref = classes_present[np.argmax(means, axis=0)]
-    if config.wants("ordered") and si is not None:
-        order_desc = np.lexsort((np.arange(u), -si))
-        add("ordered:high_to_low", _ordered_masks(order_desc, u, fr))
-        add("ordered:low_to_high", _ordered_masks(order_desc[::-1].copy(), u, fr))
-    if config.wants("importance"):
-        add("importance", 1.0 - np.eye(u, dtype=np.float32))
-    masks = np.concatenate(rows)
-    noise_rows = np.zeros((0, u), dtype=np.float32)
-    if want_noise:
-        sd = base.elem_sd.astype(np.float32)
-        noise_rows = np.concatenate([np.tile(alpha * sd, (config.draws, 1))
-                                     for alpha in config.noise_levels])
-
-    # -- pass 2: the sweeps ---------------------------------------------------------------------
-    unit_mean = base.mean.astype(np.float32) if config.ablation_value == "mean" else None
-    counts, noise_counts = engine.sweep_pass(data, Configs(masks, noise_rows), unit_mean,
-                                             hooks.progress)
-    if config.wants("selectivity") and si is not None:
-        hist = engine.histogram_pass(sel_data, sel.unit_min, sel.unit_max, config.mi_bins,
-                                     hooks.progress)
-        mi = mutual_information(hist)
-
+            if config.wants("selectivity"):
+                hist_spec = HistSpec(sel.unit_min, sel.unit_max, config.mi_bins)
+    if fused:
+        counts, noise_counts = first.mask_counts, first.noise_counts
+    else:
+        if config.wants("ordered") and si is not None:
+            order_desc = np.lexsort((np.arange(u), -si))
+            add("ordered:high_to_low", _ordered_masks(order_desc, u, fr))
+            add("ordered:low_to_high", _ordered_masks(order_desc[::-1].copy(), u, fr))
+        if config.wants("importance"):
+            add("importance", 1.0 - np.eye(u, dtype=np.float32))
+        if want_noise:
+            sd = base.elem_sd.astype(np.float32)
+            noise_rows = np.concatenate([np.tile(alpha * sd, (config.draws, 1))
+                                         for alpha in config.noise_levels])
+        if config.ablation_value == "mean":
+            unit_mean = base.mean.astype(np.float32)
+        second = engine.run_pass(data, configs=Configs(np.concatenate(rows), noise_rows),
+                                 unit_mean=unit_mean, progress=hooks.progress, phase="sweeps",
+                                 hist=None if separate_hist else hist_spec)
+        counts, noise_counts = second.mask_counts, second.noise_counts
+        hist = second.hist
+        if separate_hist and hist_spec is not None:
+            hist = engine.run_pass(sel_data, hist=hist_spec, progress=hooks.progress,
+                                   phase="selectivity data").hist
+        if hist is not None:
+            mi = mutual_information(hist)
+    assert counts is not None
     notes.extend(engine.notes)
     n = counts.n
     base_acc = float(counts.correct[0] / n)

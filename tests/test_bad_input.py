@@ -247,7 +247,7 @@ def test_ctrl_c_exits_130_and_leaves_no_report(tmp_path, capsys, monkeypatch):
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine.Engine, "sweep_pass", interrupted)
+    monkeypatch.setattr(engine.Engine, "_sweep_chunk", interrupted)
     report = tmp_path / "r.json"
     code = run(["scan", str(_counting(tmp_path)), "--data", str(_data(tmp_path)),
                 "--json", str(report), "-q"])

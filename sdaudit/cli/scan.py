@@ -50,9 +50,9 @@ class _CliHooks:
             return
         self.console.print(
             f"[dim]plan:[/] {plan.samples} samples × ({plan.mask_configs} ablation + "
-            f"{plan.noise_configs} noise configurations + {plan.unablated_passes} unablated "
-            f"passes) = {plan.forward_passes:,} forward passes over {plan.units} units in "
-            f"{plan.layers} layers")
+            f"{plan.noise_configs} noise configurations + {plan.stats_runs} unablated runs) = "
+            f"{plan.forward_passes:,} forward passes in {plan.passes} passes over the data; "
+            f"{plan.units} units in {plan.layers} layers")
 
     def estimate(self, seconds: float) -> None:
         if not self.quiet:

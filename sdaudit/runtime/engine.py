@@ -109,6 +109,25 @@ class Configs:
     noise_sd: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
 
+@dataclass(frozen=True)
+class HistSpec:
+    """Equal-width bins of each unit's spatial mean between ``lo`` and ``hi`` (per unit)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    bins: int
+
+
+@dataclass
+class PassResult:
+    """What one pass over the data produced (each part only where it was asked for)."""
+
+    stats: UnitStats | None = None
+    hist: np.ndarray | None = None  # [U, bins, K] counts
+    mask_counts: SweepCounts | None = None
+    noise_counts: SweepCounts | None = None
+
+
 def _log_probs(out: np.ndarray, probabilities: bool) -> np.ndarray:
     """Log class probabilities of each row of ``out`` (logits, or probabilities already)."""
     if probabilities:
@@ -216,8 +235,8 @@ class Engine:
         out_spec = next(o for o in loaded.outputs if o.name == self.output)
         if out_spec.shape and len(out_spec.shape) == 2 and isinstance(out_spec.shape[1], int):
             self.num_classes = out_spec.shape[1]
-        self.timing = {"prefix_s_per_sample": math.nan, "suffix_s_per_sample": math.nan}
         self.notes: list[str] = []
+        self._config_rate = math.nan  # suffix seconds per sample and configuration
 
     # -- pieces ------------------------------------------------------------------------------
     def _padded(self, x: np.ndarray) -> np.ndarray:
@@ -281,92 +300,105 @@ class Engine:
             )
 
     # -- passes ------------------------------------------------------------------------------
-    def unablated_pass(self, data: Dataset, progress: Progress | None = None,
-                       phase: str = "unablated pass") -> UnitStats:
-        """One pass of the unperturbed model: accuracy, loss, unit statistics, class sums."""
+    def _new_stats(self, k: int) -> UnitStats:
+        u = self.units
+        return UnitStats(0, 0.0, 0.0, np.zeros(k), np.zeros(k), np.zeros(u), np.zeros(u),
+                         np.zeros(u), np.full(u, np.inf), np.full(u, -np.inf), np.zeros((k, u)))
+
+    def run_pass(self, data: Dataset, *, stats: bool = False, hist: HistSpec | None = None,
+                 configs: Configs | None = None, unit_mean: np.ndarray | None = None,
+                 progress: Progress | None = None, phase: str = "pass",
+                 calibrated: Callable[[dict[str, float]], None] | None = None) -> PassResult:
+        """One pass over the data, doing per chunk everything that was asked for.
+
+        ``stats``/``hist``: run the unperturbed model with its statistics outputs (unit
+        statistics; the joint histogram of binned unit means and class). ``configs``: run every
+        configuration (suffix only, stacked). The prefix runs once per chunk for all of it.
+        """
         from sdaudit.rewrite.instrument import neutral_controls
 
-        u = self.units
-        stats: UnitStats | None = None
-        done = 0
-        t_pre = t_suf = 0.0
+        result = PassResult()
         ctl = neutral_controls(self._stats, 1)
+        unit_idx = np.arange(self.units)
+        total = data.num_samples * (1 + (0 if configs is None else
+                                         len(configs.masks) + len(configs.noise_sd)))
+        done = 0
+        first = True
         for x, labels in data.chunks(self.chunk_size):
-            y = labels
+            n = len(labels)
             t0 = time.perf_counter()
             cut = self._run_prefix(x)
             t1 = time.perf_counter()
-            names = [self.output, *self._stats.mean_outputs, *self._stats.sqmean_outputs]
-            outs = [o[:len(y)] for o in self._stats_sess.run(names, {**cut, **ctl})]
-            t_pre += t1 - t0
-            t_suf += time.perf_counter() - t1
-            out = outs[0]
-            self._check_output(out, y if len(y) and y[0] >= 0 else np.zeros(0, np.int64))
-            k = int(self.num_classes or out.shape[1])
-            if stats is None:
-                stats = UnitStats(0, 0.0, 0.0, np.zeros(k), np.zeros(k), np.zeros(u), np.zeros(u),
-                                  np.zeros(u), np.full(u, np.inf), np.full(u, -np.inf),
-                                  np.zeros((k, u)))
-            finite = np.isfinite(out).all(axis=1)
-            stats.nonfinite += int((~finite).sum())
-            if len(y) and y[0] < 0:  # unlabelled: the unperturbed predictions stand in
-                y = np.argmax(out, axis=1)
-            means = np.concatenate([o.astype(np.float64) for o in outs[1:1 + len(self.layers)]],
-                                   axis=1)
-            sqmeans = np.concatenate([o.astype(np.float64) for o in outs[1 + len(self.layers):]],
-                                     axis=1)
-            loss, pred = _loss_and_pred(out, y, bool(self.probabilities))
-            stats.n += len(y)
-            stats.correct += float((pred == y).sum())
-            stats.loss += float(np.nansum(loss))
-            np.add.at(stats.class_counts, y, 1)
-            np.add.at(stats.class_correct, y, (pred == y).astype(np.float64))
-            stats.unit_sum += means.sum(axis=0)
-            stats.unit_sumsq += (means**2).sum(axis=0)
-            stats.unit_elem_sq += sqmeans.sum(axis=0)
-            stats.unit_min = np.minimum(stats.unit_min, means.min(axis=0))
-            stats.unit_max = np.maximum(stats.unit_max, means.max(axis=0))
-            np.add.at(stats.class_sums, y, means)
-            done += len(y)
+            base: tuple[np.ndarray, np.ndarray] | None = None
+            if stats or hist is not None:
+                names = [self.output, *self._stats.mean_outputs, *self._stats.sqmean_outputs]
+                outs = [o[:n] for o in self._stats_sess.run(names, {**cut, **ctl})]
+                out = outs[0]
+                self._check_output(out, labels if n and labels[0] >= 0 else labels[:0])
+                y = labels if n and labels[0] >= 0 else np.argmax(out, axis=1)
+                means = np.concatenate([o.astype(np.float64) for o in outs[1:1 + len(self.layers)]],
+                                       axis=1)
+                if stats:
+                    if result.stats is None:
+                        result.stats = self._new_stats(int(self.num_classes or out.shape[1]))
+                    sqmeans = np.concatenate(
+                        [o.astype(np.float64) for o in outs[1 + len(self.layers):]], axis=1)
+                    self._add_stats(result.stats, out, y, means, sqmeans)
+                if hist is not None:
+                    k = int(self.num_classes or out.shape[1])
+                    if result.hist is None:
+                        result.hist = np.zeros((self.units, hist.bins, k), dtype=np.int64)
+                    from sdaudit.analysis.selectivity import bin_index
+
+                    b = bin_index(means, hist.lo, hist.hi, hist.bins)
+                    flat = (unit_idx[None, :] * hist.bins + b) * k + y[:, None]
+                    result.hist += np.bincount(flat.ravel(), minlength=result.hist.size).reshape(
+                        result.hist.shape)
+                logp = _log_probs(out, bool(self.probabilities))
+                base = (np.argmax(out, axis=1), logp)
+            t2 = time.perf_counter()
+            done += n
+            if configs is not None:
+                done = self._sweep_chunk(cut, labels, configs, unit_mean, result, base, done,
+                                         total, progress, phase)
+            if first and calibrated is not None:
+                calibrated({"prefix_s_per_sample": (t1 - t0) / max(n, 1),
+                            "stats_s_per_sample": (t2 - t1) / max(n, 1),
+                            "config_s_per_sample": self._config_rate})
+            first = False
             if progress:
-                progress(phase, done, data.num_samples)
-        if stats is None or stats.n == 0:
+                progress(phase, done, total)
+        if result.stats is not None:
+            if result.stats.n == 0:
+                raise DataError(f"no usable samples in {data.path!r}",
+                                "check that the data holds readable samples")
+            if result.stats.nonfinite:
+                raise ModelError(
+                    f"the model gives NaN or infinite outputs on {result.stats.nonfinite} of "
+                    f"{result.stats.n} samples of the unablated run",
+                    "check the preprocessing (--mean/--std, scale) and the model",
+                )
+        elif done == 0:
             raise DataError(f"no usable samples in {data.path!r}",
                             "check that the data holds readable samples")
-        if stats.nonfinite:
-            raise ModelError(
-                f"the model gives NaN or infinite outputs on {stats.nonfinite} of {stats.n} "
-                "samples of the unablated run",
-                "check the preprocessing (--mean/--std, scale) and the model",
-            )
-        self.timing = {"prefix_s_per_sample": t_pre / stats.n, "suffix_s_per_sample": t_suf / stats.n}
-        return stats
+        return result
 
-    def histogram_pass(self, data: Dataset, lo: np.ndarray, hi: np.ndarray, bins: int,
-                       progress: Progress | None = None) -> np.ndarray:
-        """Joint counts [U, bins, K] of each unit's binned spatial mean and the class."""
-        from sdaudit.analysis.selectivity import bin_index
-        from sdaudit.rewrite.instrument import neutral_controls
-
-        k = int(self.num_classes or 0)
-        hist = np.zeros((self.units, bins, k), dtype=np.int64)
-        ctl = neutral_controls(self._stats, 1)
-        unit_idx = np.arange(self.units)
-        done = 0
-        for x, labels in data.chunks(self.chunk_size):
-            cut = self._run_prefix(x)
-            outs = [o[:len(labels)] for o in
-                    self._stats_sess.run([self.output, *self._stats.mean_outputs], {**cut, **ctl})]
-            # Unlabelled: the unperturbed predictions stand in, as in the other passes.
-            y = labels if len(labels) and labels[0] >= 0 else np.argmax(outs[0], axis=1)
-            means = np.concatenate([o.astype(np.float64) for o in outs[1:]], axis=1)
-            b = bin_index(means, lo, hi, bins)  # [n, U]
-            flat = (unit_idx[None, :] * bins + b) * k + y[:, None]
-            hist += np.bincount(flat.ravel(), minlength=hist.size).reshape(hist.shape)
-            done += len(y)
-            if progress:
-                progress("selectivity pass", done, data.num_samples)
-        return hist
+    def _add_stats(self, stats: UnitStats, out: np.ndarray, y: np.ndarray, means: np.ndarray,
+                   sqmeans: np.ndarray) -> None:
+        finite = np.isfinite(out).all(axis=1)
+        stats.nonfinite += int((~finite).sum())
+        loss, pred = _loss_and_pred(out, y, bool(self.probabilities))
+        stats.n += len(y)
+        stats.correct += float((pred == y).sum())
+        stats.loss += float(np.nansum(loss))
+        np.add.at(stats.class_counts, y, 1)
+        np.add.at(stats.class_correct, y, (pred == y).astype(np.float64))
+        stats.unit_sum += means.sum(axis=0)
+        stats.unit_sumsq += (means**2).sum(axis=0)
+        stats.unit_elem_sq += sqmeans.sum(axis=0)
+        stats.unit_min = np.minimum(stats.unit_min, means.min(axis=0))
+        stats.unit_max = np.maximum(stats.unit_max, means.max(axis=0))
+        np.add.at(stats.class_sums, y, means)
 
     def _group_size(self, cut: dict[str, np.ndarray], n: int, configs: int) -> int:
         per_sample = sum(v.nbytes for v in cut.values()) / max(n, 1)
@@ -374,9 +406,11 @@ class Engine:
         by_rows = STACK_ROWS // max(n, 1)
         return max(1, min(configs, by_bytes, by_rows))
 
-    def sweep_pass(self, data: Dataset, configs: Configs, unit_mean: np.ndarray | None = None,
-                   progress: Progress | None = None) -> tuple[SweepCounts, SweepCounts | None]:
-        """Every configuration over the data; returns counts for the mask and noise sweeps."""
+    def _sweep_chunk(self, cut: dict[str, np.ndarray], labels: np.ndarray, configs: Configs,
+                     unit_mean: np.ndarray | None, result: PassResult,
+                     base: tuple[np.ndarray, np.ndarray] | None, done_rows: int, total_rows: int,
+                     progress: Progress | None, phase: str) -> int:
+        """Every configuration on one chunk; counts go into ``result``."""
         k = int(self.num_classes or 0)
         masks = np.ascontiguousarray(configs.masks, dtype=np.float32)
         if len(masks) == 0 or not np.all(masks[0] == 1):
@@ -385,63 +419,63 @@ class Engine:
             raise InternalError("the first mask configuration must be the unperturbed model")
         noise_sd = np.ascontiguousarray(configs.noise_sd, dtype=np.float32)
         has_noise = len(noise_sd) > 0 and self._noise_sess is not None
-        mask_counts = SweepCounts.zeros(len(masks), k)
-        noise_counts = SweepCounts.zeros(len(noise_sd), k) if has_noise else None
-        total_rows = data.num_samples * (len(masks) + (len(noise_sd) if has_noise else 0))
-        done_rows = 0
-        for x, labels in data.chunks(self.chunk_size):
-            y = labels
-            n = len(y)
-            unlabelled = bool(n and y[0] < 0)
-            cut = self._run_prefix(x)
-            base_pred: np.ndarray | None = None
-            base_logp = np.zeros(0)
-            jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None,
-                             SweepCounts]] = [(self._sweep_sess, self._sweep, masks, None,
-                                               mask_counts)]
-            if has_noise and noise_counts is not None and self._noise is not None:
-                ones = np.ones_like(noise_sd)
-                jobs.append((self._noise_sess, self._noise, ones, noise_sd, noise_counts))
-            for sess, inst, job_masks, job_noise, counts in jobs:
-                m = len(job_masks)
-                g_max = 1 if self.fixed_batch else self._group_size(cut, n, m)
-                tiled = {name: (v if g_max == 1 else np.concatenate([v] * g_max))
-                         for name, v in cut.items()}
-                start = 0
-                while start < m:
-                    stop = min(start + g_max, m)
-                    g = stop - start
-                    rows = self.fixed_batch or n
-                    try:
-                        feeds = {name: v[: g * rows] for name, v in tiled.items()}
-                        feeds.update(self._controls(
-                            inst, job_masks[start:stop], rows,
-                            None if job_noise is None else job_noise[start:stop], unit_mean))
-                        out = sess.run([self.output], feeds)[0]
-                    except Exception as exc:
-                        if not _out_of_memory(exc):
-                            raise
-                        if g_max == 1:
-                            raise ModelError(
-                                "out of memory running one configuration on a chunk of "
-                                f"{rows} samples", "lower --chunk-size") from None
-                        g_max = max(1, g_max // 2)
-                        self.notes.append(f"ran out of memory with {g} configurations per run; "
-                                          f"went on with {g_max}")
-                        continue
-                    if self.fixed_batch:
-                        out = out[:n]
-                    logp = _log_probs(out, bool(self.probabilities)).reshape(g, n, -1)
-                    pred = np.argmax(out, axis=1).reshape(g, n)
-                    if base_pred is None:
-                        base_pred, base_logp = pred[0].copy(), logp[0].copy()
-                        if unlabelled:
-                            y = base_pred
-                    _accumulate(counts, slice(start, stop), logp, pred, y, base_pred, base_logp)
-                    done_rows += g * n
-                    if progress:
-                        progress("sweeps", done_rows, total_rows)
-                    start = stop
-                counts.n += n
-                np.add.at(counts.class_counts, y, 1)
-        return mask_counts, noise_counts
+        if result.mask_counts is None:
+            result.mask_counts = SweepCounts.zeros(len(masks), k)
+            result.noise_counts = SweepCounts.zeros(len(noise_sd), k) if has_noise else None
+        y = labels
+        n = len(y)
+        unlabelled = bool(n and y[0] < 0)
+        base_pred, base_logp = base if base is not None else (None, np.zeros(0))
+        if unlabelled and base_pred is not None:
+            y = base_pred
+        jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None, SweepCounts]] = [
+            (self._sweep_sess, self._sweep, masks, None, result.mask_counts)]
+        if has_noise and result.noise_counts is not None and self._noise is not None:
+            jobs.append((self._noise_sess, self._noise, np.ones_like(noise_sd), noise_sd,
+                         result.noise_counts))
+        for sess, inst, job_masks, job_noise, counts in jobs:
+            m = len(job_masks)
+            g_max = 1 if self.fixed_batch else self._group_size(cut, n, m)
+            tiled = {name: (v if g_max == 1 else np.concatenate([v] * g_max))
+                     for name, v in cut.items()}
+            start = 0
+            while start < m:
+                stop = min(start + g_max, m)
+                g = stop - start
+                rows = self.fixed_batch or n
+                t0 = time.perf_counter()
+                try:
+                    feeds = {name: v[: g * rows] for name, v in tiled.items()}
+                    feeds.update(self._controls(
+                        inst, job_masks[start:stop], rows,
+                        None if job_noise is None else job_noise[start:stop], unit_mean))
+                    out = sess.run([self.output], feeds)[0]
+                except Exception as exc:
+                    if not _out_of_memory(exc):
+                        raise
+                    if g_max == 1:
+                        raise ModelError(
+                            "out of memory running one configuration on a chunk of "
+                            f"{rows} samples", "lower --chunk-size") from None
+                    g_max = max(1, g_max // 2)
+                    self.notes.append(f"ran out of memory with {g} configurations per run; "
+                                      f"went on with {g_max}")
+                    continue
+                if math.isnan(self._config_rate):
+                    self._config_rate = (time.perf_counter() - t0) / (g * rows)
+                if self.fixed_batch:
+                    out = out[:n]
+                logp = _log_probs(out, bool(self.probabilities)).reshape(g, n, -1)
+                pred = np.argmax(out, axis=1).reshape(g, n)
+                if base_pred is None:
+                    base_pred, base_logp = pred[0].copy(), logp[0].copy()
+                    if unlabelled:
+                        y = base_pred
+                _accumulate(counts, slice(start, stop), logp, pred, y, base_pred, base_logp)
+                done_rows += g * n
+                if progress:
+                    progress(phase, done_rows, total_rows)
+                start = stop
+            counts.n += n
+            np.add.at(counts.class_counts, y, 1)
+        return done_rows

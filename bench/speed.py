@@ -1,0 +1,380 @@
+"""Speed benchmark: sdaudit against the PyTorch-hooks way, a naive ONNX Runtime loop, and the floor.
+
+    python bench/speed.py --out /tmp/sdaudit-speed --write docs/performance.md
+
+The reference sweep (issue 6): ResNet-20 at 3×32×32 (trained briefly on digits upsampled to
+32×32), 1,024 images, the outputs of the last three residual blocks ablated jointly,
+10 fractions × 5 draws (50 configurations + the unablated one). Each method runs in its own
+process, one after another, so wall time and peak memory (ru_maxrss) are its own:
+
+  a. sdaudit  `sdaudit scan --measure ablation --no-per-layer` (the whole CLI run);
+  b. hooks    PyTorch forward hooks zeroing channels, a full forward per configuration;
+  c. naive    ONNX Runtime running the whole instrumented model per configuration;
+  d. floor    ONNX Runtime running the prefix once and the suffix once per configuration
+              (the same sessions sdaudit builds), nothing else.
+
+It also runs sdaudit on 10,240 images (memory flatness), on 512/2,048 images (the cost model),
+and on a ResNet-18 at 224×224 with 1,000 synthetic images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+FRACTIONS = tuple(round(i / 10, 1) for i in range(10))
+DRAWS = 5
+SEED = 0
+BATCH = 256
+
+
+# -- preparation (torch) ------------------------------------------------------------------------
+def _digits32(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Digits upsampled to 3×32×32 in [0, 1], the first ``n`` (repeating the set if needed)."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images[:, None] / 16.0, dtype=torch.float32)
+    x = torch.nn.functional.interpolate(x, size=32, mode="bilinear", align_corners=False)
+    x = x.repeat(1, 3, 1, 1).numpy()
+    y = d.target.astype(np.int64)
+    reps = -(-n // len(x))
+    return np.concatenate([x] * reps)[:n], np.concatenate([y] * reps)[:n]
+
+
+def prepare(out: Path) -> dict[str, str]:
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from resnet import resnet18, resnet20
+
+    torch.manual_seed(SEED)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    paths = {"resnet20": str(out / "resnet20.onnx"), "resnet20_pt": str(out / "resnet20.pt"),
+             "resnet18": str(out / "resnet18.onnx")}
+    if not Path(paths["resnet20"]).exists():
+        x, y = _digits32(1200)
+        net = resnet20()
+        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+        xt, yt = torch.tensor(x), torch.tensor(y)
+        gen = torch.Generator().manual_seed(SEED)
+        for _ in range(6):
+            net.train()
+            perm = torch.randperm(len(xt), generator=gen)
+            for i in range(0, len(xt), 64):
+                idx = perm[i:i + 64]
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+                opt.step()
+        net.eval()
+        torch.save(net.state_dict(), paths["resnet20_pt"])
+        _export(net, torch.zeros(1, 3, 32, 32), paths["resnet20"])
+    for n in (512, 1024, 2048, 10240):
+        p = out / f"digits32-{n}.npz"
+        if not p.exists():
+            x, y = _digits32(n)
+            np.savez(p, x=x, y=y)
+        paths[f"data{n}"] = str(p)
+    if not Path(paths["resnet18"]).exists():
+        net = resnet18().eval()
+        _export(net, torch.zeros(1, 3, 224, 224), paths["resnet18"])
+    p = out / "synthetic224-1000.npz"
+    if not p.exists():
+        rng = np.random.default_rng(SEED)
+        np.savez(p, x=rng.standard_normal((1000, 3, 224, 224), dtype=np.float32))
+    paths["data224"] = str(p)
+    return paths
+
+
+def _export(net: object, example: object, path: str) -> None:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (example,), path, dynamo=False, input_names=["input"],
+                          output_names=["logits"], opset_version=17,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+
+
+def block_outputs(onnx_path: str, count: int = 3) -> list[str]:
+    """ONNX names of the last ``count`` residual-block outputs (the Relu after each Add)."""
+    import onnx
+
+    model = onnx.load(onnx_path)
+    adds = {o for n in model.graph.node if n.op_type == "Add" for o in n.output}
+    outs = [n.output[0] for n in model.graph.node if n.op_type == "Relu" and n.input[0] in adds]
+    return outs[-count:]
+
+
+def masks_for(units: int) -> np.ndarray:
+    """The same 1 + 50 masks sdaudit draws for --seed 0 (joint random ablation)."""
+    from sdaudit.api import _permutation_masks
+
+    rng = np.random.default_rng(np.random.SeedSequence(SEED).spawn(3)[0])
+    rows, _ = _permutation_masks(rng, np.arange(units), units, FRACTIONS, DRAWS)
+    return np.concatenate([np.ones((1, units), np.float32), rows])
+
+
+def curve(correct: np.ndarray, n: int) -> list[float]:
+    acc = correct[1:].reshape(DRAWS, len(FRACTIONS)) / n
+    return acc.mean(axis=0).round(4).tolist()
+
+
+# -- the four methods (each in its own process) -------------------------------------------------
+def run_hooks(args: argparse.Namespace) -> dict[str, object]:
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from resnet import resnet20
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    net = resnet20()
+    net.load_state_dict(torch.load(args.torch_weights, weights_only=True))
+    net.eval()
+    data = np.load(args.data)
+    x, y = torch.tensor(data["x"]), torch.tensor(data["y"])
+    blocks = [net.blocks[i].out_relu for i in (6, 7, 8)]
+    sizes = [64, 64, 64]
+    masks = torch.tensor(masks_for(sum(sizes)))
+    current = {"mask": masks[0]}
+    offsets = np.cumsum([0, *sizes])
+
+    def hook(i: int):
+        def apply(_module, _inputs, output):
+            m = current["mask"][offsets[i]:offsets[i + 1]]
+            return output * m[None, :, None, None]
+        return apply
+
+    for i, module in enumerate(blocks):
+        module.register_forward_hook(hook(i))
+    t0 = time.perf_counter()
+    correct = np.zeros(len(masks))
+    with torch.inference_mode():
+        for c in range(len(masks)):
+            current["mask"] = masks[c]
+            for s in range(0, len(x), BATCH):
+                pred = net(x[s:s + BATCH]).argmax(1)
+                correct[c] += int((pred == y[s:s + BATCH]).sum())
+    return {"seconds": time.perf_counter() - t0, "curve": curve(correct, len(x))}
+
+
+def _sdaudit_models(args: argparse.Namespace) -> tuple[object, object, list[str]]:
+    from sdaudit.model.layers import discover_layers, select_layers
+    from sdaudit.model.load import load_model
+    from sdaudit.rewrite.instrument import instrument
+
+    loaded = load_model(args.model)
+    layers = select_layers(discover_layers(loaded.proto), ",".join(args.layers))
+    inst = instrument(loaded.proto, layers, noise=False, stats=False, verify=False)
+    return loaded, inst, [la.name for la in layers]
+
+
+def run_naive(args: argparse.Namespace) -> dict[str, object]:
+    from sdaudit.runtime.session import make_session
+
+    _, inst, _ = _sdaudit_models(args)
+    data = np.load(args.data)
+    x, y = data["x"], data["y"]
+    sess = make_session(inst.model.SerializeToString(), "cpu")
+    masks = masks_for(sum(la.channels for la in inst.layers))
+    offsets = np.cumsum([0, *[la.channels for la in inst.layers]])
+    t0 = time.perf_counter()
+    correct = np.zeros(len(masks))
+    for c, mask in enumerate(masks):
+        feeds = {name: mask[None, offsets[i]:offsets[i + 1]]
+                 for i, name in enumerate(inst.mask_inputs)}
+        for s in range(0, len(x), BATCH):
+            out = sess.run(["logits"], {"input": x[s:s + BATCH], **feeds})[0]
+            correct[c] += int((out.argmax(1) == y[s:s + BATCH]).sum())
+    return {"seconds": time.perf_counter() - t0, "curve": curve(correct, len(x))}
+
+
+def run_floor(args: argparse.Namespace) -> dict[str, object]:
+    from sdaudit.rewrite.split import split
+    from sdaudit.runtime.session import make_session
+
+    _, inst, _ = _sdaudit_models(args)
+    parts = split(inst, ("logits",))
+    x = np.load(args.data)["x"]
+    prefix = make_session(parts.prefix.SerializeToString(), "cpu")
+    suffix = make_session(parts.suffix.SerializeToString(), "cpu")
+    masks = masks_for(sum(la.channels for la in inst.layers))
+    offsets = np.cumsum([0, *[la.channels for la in inst.layers]])
+    feeds_per_config = [{name: mask[None, offsets[i]:offsets[i + 1]]
+                         for i, name in enumerate(inst.mask_inputs)} for mask in masks]
+    names = list(parts.prefix_outputs)
+    t0 = time.perf_counter()
+    for s in range(0, len(x), BATCH):
+        cut = dict(zip(names, prefix.run(names, {"input": x[s:s + BATCH]}), strict=True))
+        for feeds in feeds_per_config:
+            suffix.run(["logits"], {**cut, **feeds})
+    return {"seconds": time.perf_counter() - t0}
+
+
+def run_sdaudit(args: argparse.Namespace) -> dict[str, object]:
+    cmd = [str(Path(sys.executable).with_name("sdaudit")), "scan", args.model, "--data", args.data,
+           "--measure", "ablation", "--no-per-layer", "--layers", ",".join(args.layers),
+           "--draws", str(DRAWS), "--fractions", ",".join(str(f) for f in FRACTIONS),
+           "--seed", str(SEED), "--device", "cpu", "--format", "json", "-q"]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - t0
+    report = json.loads(done.stdout)
+    return {"seconds": seconds, "curve": [round(v, 4) for v in report["ablation"]["accuracy_mean"]],
+            "auc": report["summary"]["ablation_auc"], "run_s": report["run"]["duration_s"],
+            "samples": report["data"]["samples"]}
+
+
+METHODS = {"hooks": run_hooks, "naive": run_naive, "floor": run_floor, "sdaudit": run_sdaudit}
+
+
+def measure(method: str, model: str, data: str, layers: list[str], weights: str = "") -> dict:
+    """Run one method in a fresh process; its wall time, peak memory and curve."""
+    cmd = [sys.executable, __file__, "--worker", method, "--model", model, "--data", data,
+           "--layers", ",".join(layers), "--torch-weights", weights]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{method} failed")
+    result = json.loads(out.strip().splitlines()[-1])
+    # A child's own children (the sdaudit CLI) count in RUSAGE_CHILDREN of the child, which
+    # wait4 reports as the larger of the two.
+    result["peak_mib"] = round(usage.ru_maxrss / 1024, 1)
+    return result
+
+
+def machine() -> str:
+    import onnxruntime
+
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {len(os.sched_getaffinity(0))} cores usable, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
+            f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="/tmp/sdaudit-speed")
+    parser.add_argument("--write", help="write the markdown table here (docs/performance.md)")
+    parser.add_argument("--worker", choices=sorted(METHODS), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--layers", help=argparse.SUPPRESS)
+    parser.add_argument("--torch-weights", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: hooks,r18")
+    args = parser.parse_args()
+    if args.worker:
+        args.layers = args.layers.split(",")
+        print(json.dumps(METHODS[args.worker](args)))
+        return 0
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    skip = set(args.skip.split(",")) - {""}
+    paths = prepare(out)
+    layers = block_outputs(paths["resnet20"])
+    rows: dict[str, dict] = {}
+    for method in ("sdaudit", "floor", "naive", "hooks"):
+        if method in skip:
+            continue
+        rows[method] = measure(method, paths["resnet20"], paths["data1024"], layers,
+                               paths["resnet20_pt"])
+        print(method, rows[method], flush=True)
+    scaling = {n: measure("sdaudit", paths["resnet20"], paths[f"data{n}"], layers)
+               for n in (512, 2048, 10240)}
+    scaling[1024] = rows["sdaudit"]
+    for n, r in sorted(scaling.items()):
+        print("scaling", n, r, flush=True)
+    r18 = None
+    if "r18" not in skip:
+        r18_layers = block_outputs(paths["resnet18"])
+        r18 = {m: measure(m, paths["resnet18"], paths["data224"], r18_layers)
+               for m in ("sdaudit", "floor")}
+        print("resnet18", r18, flush=True)
+    text = report(rows, scaling, r18, layers)
+    print(text)
+    if args.write:
+        Path(args.write).write_text(text)
+    return 0
+
+
+def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str]) -> str:
+    configs = 1 + DRAWS * len(FRACTIONS)
+    lines = [
+        "# Performance", "",
+        "Measured by `python bench/speed.py --write docs/performance.md` on " + machine() + ".", "",
+        "## The reference sweep", "",
+        f"ResNet-20 at 3×32×32 (trained briefly on digits upsampled to 32×32), 1,024 images, the "
+        f"outputs of the last three residual blocks ({', '.join(f'`{name}`' for name in layers)}) "
+        f"ablated jointly, {len(FRACTIONS)} fractions × {DRAWS} draws + the unablated model = "
+        f"{configs} configurations. Each method in its own process; peak memory is the process's "
+        "maximum resident set.", "",
+        "| method | wall time (s) | images × configurations / s | peak memory (MiB) | × floor |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    floor = rows.get("floor", {}).get("seconds")
+    for name, label in (("sdaudit", "a. sdaudit scan --measure ablation (whole CLI run)"),
+                        ("hooks", "b. PyTorch forward hooks, full forward per configuration"),
+                        ("naive", "c. ONNX Runtime, whole instrumented model per configuration"),
+                        ("floor", "d. floor: prefix once, suffix once per configuration")):
+        if name not in rows:
+            continue
+        r = rows[name]
+        ratio = f"{r['seconds'] / floor:.2f}" if floor else "–"
+        lines.append(f"| {label} | {r['seconds']:.2f} | {1024 * configs / r['seconds']:,.0f} | "
+                     f"{r['peak_mib']:.0f} | {ratio} |")
+    if "hooks" in rows:
+        lines += ["", f"sdaudit takes {rows['sdaudit']['seconds'] / rows['hooks']['seconds']:.3f}"
+                  " × the PyTorch-hooks time (target ≤ 0.1) and "
+                  f"{rows['sdaudit']['seconds'] / floor:.2f} × the floor (target ≤ 1.3)."]
+    lines += ["", "Accuracy curves (mean over draws, fractions 0 … 0.9):", ""]
+    for name in ("sdaudit", "hooks", "naive"):
+        if name in rows:
+            lines.append(f"- {name}: {rows[name]['curve']}")
+    if {"sdaudit", "hooks", "naive"} <= rows.keys():
+        worst = max(abs(a - b) for m in ("hooks", "naive")
+                    for a, b in zip(rows["sdaudit"]["curve"], rows[m]["curve"], strict=True))
+        lines.append(f"\nLargest difference between the curves: {worst:.4f} (target ≤ 0.05).")
+    lines += ["", "## Scaling and memory", "",
+              "sdaudit on the same sweep with more images (the digits repeated):", "",
+              "| images | wall time (s) | in-run time (s) | peak memory (MiB) | s per 1,000 images |",
+              "|---:|---:|---:|---:|---:|"]
+    for n, r in sorted(scaling.items()):
+        lines.append(f"| {n:,} | {r['seconds']:.2f} | {r['run_s']:.2f} | {r['peak_mib']:.0f} | "
+                     f"{1000 * r['run_s'] / n:.2f} |")
+    if 1024 in scaling and 10240 in scaling:
+        grow = scaling[10240]["peak_mib"] / scaling[1024]["peak_mib"] - 1
+        lines.append(f"\nPeak memory grows {100 * grow:+.1f} % from 1,024 to 10,240 images "
+                     "(target: within 10 %).")
+    if r18:
+        lines += ["", "## ResNet-18 at 224×224", "",
+                  "Random weights, 1,000 synthetic images (unlabelled: predictions stand in), the "
+                  "last three residual-block outputs, the same 51 configurations.", "",
+                  "| method | wall time (s) | peak memory (MiB) |", "|---|---:|---:|"]
+        for m, r in r18.items():
+            lines.append(f"| {m} | {r['seconds']:.2f} | {r['peak_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -103,8 +103,11 @@ def _curve(x: tuple[float, ...], counts: list[int], arrays: dict[str, np.ndarray
     acc = arrays["correct"] / n
     draws = acc.shape[0]
     mean, sd, lo, hi = mean_sd_ci(acc, axis=0)
+    # Accuracy lies in [0, 1]: a t-interval from few draws can reach past it.
+    lo, hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
     per_draw_auc = np.array([normalized_auc(ax, a, base_acc) for a in acc])
     _, _, auc_lo, auc_hi = mean_sd_ci(per_draw_auc[:, None], axis=0)
+    auc_lo = np.maximum(auc_lo, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         cls_acc = (arrays["class_correct"].mean(axis=0)
                    / np.where(class_counts > 0, class_counts, np.nan))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from sdaudit._version import __version__
+from sdaudit.cli.compare import compare
 from sdaudit.cli.instrument import instrument
 from sdaudit.cli.layers import layers
 from sdaudit.cli.scan import scan
@@ -37,6 +38,7 @@ def _root(
 app.command("layers")(layers)
 app.command("instrument")(instrument)
 app.command("scan")(scan)
+app.command("compare")(compare)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -23,6 +23,8 @@ from sdaudit.errors import EXIT_GATE_FAILED, EXIT_OK, BadFlagError
 class Format(str, Enum):
     text = "text"
     json = "json"
+    junit = "junit"
+    markdown = "markdown"
 
 
 class Device(str, Enum):
@@ -146,7 +148,10 @@ def scan(
                                       "(default: the first).", show_default=False),
     json_path: Path | None = typer.Option(None, "--json", help="Write the full JSON report here.",
                                           show_default=False),
-    fmt: Format = typer.Option(Format.text, "--format", help="text (rich) or json on stdout."),
+    html_path: Path | None = typer.Option(None, "--html", help="Write a self-contained HTML "
+                                          "report (plots and numbers) here.", show_default=False),
+    fmt: Format = typer.Option(Format.text, "--format", help="What goes to stdout: text (rich), "
+                               "json, junit (XML) or markdown."),
     fail_under: float | None = typer.Option(None, help="Gate: fail (exit 1) when the ablation "
                                             "AUC is below this.", show_default=False),
     baseline: Path | None = typer.Option(None, help="Gate: an earlier JSON report of the same "
@@ -176,9 +181,10 @@ def scan(
             risk = parse_floats(risk_thresholds, "--risk-thresholds") or ()
             if len(risk) != 2:
                 raise BadFlagError("--risk-thresholds takes two numbers LOW,MEDIUM", "e.g. 0.7,0.5")
-            if json_path is not None and json_path.exists() and json_path.resolve() in (
-                    model.resolve(), *([data.resolve()] if data else [])):
-                raise BadFlagError("--json would overwrite an input", "choose another path")
+            inputs = [model.resolve(), *([data.resolve()] if data else [])]
+            for flag, path in (("--json", json_path), ("--html", html_path)):
+                if path is not None and path.exists() and path.resolve() in inputs:
+                    raise BadFlagError(f"{flag} would overwrite an input", "choose another path")
             config = AuditConfig(
                 layers=select, measures=measures,
                 fractions=parse_floats(fractions, "--fractions") or (),
@@ -215,20 +221,34 @@ def scan(
                            output=output, hooks=hooks)  # type: ignore[arg-type]
         finally:
             hooks.close()
-        from sdaudit.report.json_io import dumps, write_atomic
+        from sdaudit.report.json_io import report_to_dict, to_json, write_atomic
 
-        text = dumps(report)
+        data_dict = report_to_dict(report)
+        text = to_json(data_dict)
         if json_path is not None:
             write_atomic(json_path, text)
+        if html_path is not None:
+            from sdaudit.report.html import render_report
+
+            write_atomic(html_path, render_report(data_dict))
         if fmt is Format.json:
             sys.stdout.write(text)
+        elif fmt is Format.junit:
+            from sdaudit.report.formats import junit
+
+            sys.stdout.write(junit(data_dict))
+        elif fmt is Format.markdown:
+            from sdaudit.report.formats import markdown
+
+            sys.stdout.write(markdown(data_dict))
         else:
             from rich.console import Console
 
             from sdaudit.report.terminal import render
 
             render(report, Console(highlight=False), top=top)
-            if json_path is not None:
-                err_console().print(f"[dim]report written to {json_path}[/]")
+            for label, path in (("report", json_path), ("HTML report", html_path)):
+                if path is not None:
+                    err_console().print(f"[dim]{label} written to {path}[/]")
         code = EXIT_OK if report.gate.passed else EXIT_GATE_FAILED
     raise typer.Exit(code)

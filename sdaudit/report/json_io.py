@@ -14,13 +14,13 @@ from sdaudit.errors import SdauditError
 from sdaudit.report.model import AuditReport, Curve
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
-_DIGITS = 6
+_DIGITS = 7  # significant digits: stable bytes, and small settings (ε = 1e-7) survive
 
 
 def _plain(value: Any) -> Any:
-    """JSON-safe values: NaN/inf → null, floats rounded (stable bytes across runs), tuples → lists."""
+    """JSON-safe values: NaN/inf → null, floats to 7 significant digits, tuples → lists."""
     if isinstance(value, float):
-        return round(value, _DIGITS) if math.isfinite(value) else None
+        return float(f"{value:.{_DIGITS}g}") if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -68,8 +68,12 @@ def report_to_dict(report: AuditReport) -> dict[str, Any]:
     return _plain(data)
 
 
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
 def dumps(report: AuditReport) -> str:
-    return json.dumps(report_to_dict(report), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    return to_json(report_to_dict(report))
 
 
 def load_schema() -> dict[str, Any]:

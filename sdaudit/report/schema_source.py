@@ -56,7 +56,7 @@ SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://sdaudit.dev/schema/report-1.0.json",
     "title": "sdaudit scan report",
-    "description": "The JSON report of `sdaudit scan`. Numbers are rounded to 6 decimals; NaN and "
+    "description": "The JSON report of `sdaudit scan`. Numbers carry 7 significant digits; NaN and "
                    "infinities are null. Only `run` differs between two runs of the same command.",
     "type": "object",
     "required": ["schema_version", "sdaudit_version", "model", "data", "runtime", "config",

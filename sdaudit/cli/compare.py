@@ -1,0 +1,71 @@
+"""``sdaudit compare REPORT.json ...``: rank models by ablation AUC, best first."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from sdaudit.cli.common import boundary, err_console
+
+
+class CompareFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def compare(
+    reports: list[Path] = typer.Argument(..., help="JSON reports written by `sdaudit scan "
+                                         "--json`, one per model.", show_default=False),
+    fmt: CompareFormat = typer.Option(CompareFormat.text, "--format",
+                                      help="text (table) or json on stdout."),
+    html_path: Path | None = typer.Option(None, "--html", help="Write an HTML page here.",
+                                          show_default=False),
+) -> None:
+    """Rank models (checkpoints, variants) by ablation AUC, best first.
+
+    Higher AUC means less reliance on single directions, which Morcos et al. found to go with
+    better generalization. Neighbours whose 95% intervals overlap are marked: their order is
+    not reliable.
+    """
+    with boundary():
+        from sdaudit.report.compare import compare as rank
+        from sdaudit.report.json_io import write_atomic
+
+        ranking, warnings = rank(list(reports))
+        if html_path is not None:
+            from sdaudit.report.html import render_comparison
+
+            write_atomic(html_path, render_comparison(ranking, warnings))
+        errors = err_console()
+        for warning in warnings:
+            errors.print(f"[yellow]warning:[/] {warning}")
+        if fmt is CompareFormat.json:
+            sys.stdout.write(json.dumps({"ranking": ranking, "warnings": warnings}, indent=2)
+                             + "\n")
+            return
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="Models ranked by ablation AUC (higher: less reliance on single "
+                      "directions)", box=box.SIMPLE_HEAD)
+        for col in ("rank", "model", "AUC", "95% CI", "", "noise AUC", "accuracy"):
+            table.add_column(col, justify="left" if col in ("model", "") else "right",
+                             overflow="fold", no_wrap=col != "model")
+
+        def f(v: float | None) -> str:
+            return "–" if v is None else f"{v:.3f}"
+
+        for e in ranking:
+            table.add_row(str(e["rank"]), e["name"], f(e["ablation_auc"]),
+                          f"{f(e['ci'][0])}–{f(e['ci'][1])}",
+                          "≈ next" if e["overlaps_next"] else "", f(e["noise_auc"]),
+                          f(e["baseline_accuracy"]))
+        Console(highlight=False).print(table)
+        if any(e["overlaps_next"] for e in ranking):
+            Console(highlight=False).print("≈ next: the 95% intervals of neighbours overlap; "
+                                           "their order is not reliable (more --draws narrows them)")

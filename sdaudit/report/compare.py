@@ -1,0 +1,82 @@
+"""Rank models by their ablation AUC (``sdaudit compare``): pure functions on JSON reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sdaudit.errors import DataError
+
+# Settings that change what the AUC means; reports that differ in them are not comparable.
+COMPARABLE_CONFIG = ("layers", "fractions", "draws", "ablation_value", "seed")
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"report {str(p)!r} does not exist", "give reports written by "
+                        "`sdaudit scan --json`") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"report {str(p)!r} is not readable JSON ({type(exc).__name__})",
+                        "give reports written by `sdaudit scan --json`") from None
+    if not isinstance(data, dict) or "schema_version" not in data or "summary" not in data:
+        raise DataError(f"{str(p)!r} is not an sdaudit report",
+                        "give reports written by `sdaudit scan --json`")
+    if str(data["schema_version"]).split(".")[0] != "1":
+        raise DataError(f"{str(p)!r} has report schema {data['schema_version']}; this sdaudit "
+                        "reads schema 1", "re-run sdaudit scan with this version")
+    return data
+
+
+def _names(paths: list[Path], reports: list[dict[str, Any]]) -> list[str]:
+    names = [Path(str(r["model"]["path"])).name for r in reports]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{Path(str(r['model']['path'])).name} ({p.name})" for p, r in zip(paths, reports,
+                                                                              strict=True)]
+
+
+def compare(paths: list[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(ranking best first, warnings). Each entry names its model and report."""
+    if len(paths) < 1:
+        raise DataError("compare needs at least one report", "sdaudit compare A.json B.json ...")
+    ps = [Path(p) for p in paths]
+    reports = [load_report(p) for p in ps]
+    names = _names(ps, reports)
+    warnings: list[str] = []
+    first = reports[0]
+    for p, r in zip(ps[1:], reports[1:], strict=True):
+        differ = [k for k in COMPARABLE_CONFIG if r["config"].get(k) != first["config"].get(k)]
+        if differ:
+            warnings.append(f"{p.name} was made with other settings than {ps[0].name} "
+                            f"({', '.join(differ)}): its AUC is not directly comparable")
+        d0, d1 = first["data"], r["data"]
+        if (d0.get("path"), d0.get("samples")) != (d1.get("path"), d1.get("samples")):
+            warnings.append(f"{p.name} was measured on other data than {ps[0].name} "
+                            f"({d1.get('path')}, {d1.get('samples')} samples vs "
+                            f"{d0.get('path')}, {d0.get('samples')}); the paper's protocol "
+                            "measures each model on its own training data, which is fine if "
+                            "that is what you did")
+    entries = []
+    for p, r, name in zip(ps, reports, names, strict=True):
+        s = r["summary"]
+        ci = s.get("ablation_auc_ci") or [None, None]
+        if s.get("ablation_auc") is None:
+            warnings.append(f"{p.name} has no ablation AUC (run scan with --measure ablation)")
+        entries.append({
+            "name": name, "model": r["model"]["path"], "model_sha256": r["model"]["sha256"],
+            "report": str(p), "ablation_auc": s.get("ablation_auc"), "ci": list(ci),
+            "noise_auc": s.get("noise_auc"), "risk": s.get("risk"),
+            "baseline_accuracy": r["baseline"]["accuracy"],
+        })
+    entries.sort(key=lambda e: (e["ablation_auc"] is None, -(e["ablation_auc"] or 0.0)))
+    for i, e in enumerate(entries):
+        e["rank"] = i + 1
+        nxt = entries[i + 1] if i + 1 < len(entries) else None
+        e["overlaps_next"] = bool(
+            nxt is not None and None not in (e["ci"][0], nxt["ci"][1])
+            and e["ci"][0] <= nxt["ci"][1])
+    return entries, warnings

@@ -407,8 +407,8 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
         dead = int(np.sum(base.unit_max[sl] <= 0) if layer.op_type == "Relu"
                    else np.sum(base.unit_max[sl] - base.unit_min[sl] == 0))
         rho = None
-        if importance_acc is not None and si is not None:
-            rho = _finite(spearman(si[sl], importance_acc[sl]))
+        if importance_loss is not None and si is not None:
+            rho = _finite(spearman(si[sl], importance_loss[sl]))
             correlations.append({"layer": layer.name, "spearman": rho})
         layer_reports.append(LayerReport(
             name=layer.name, op_type=layer.op_type, kind=layer.kind, shape=layer.shape,
@@ -432,8 +432,11 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
         ))
     importance: dict[str, Any] | None = None
     if importance_acc is not None:
-        rho_all = spearman(si, importance_acc) if si is not None else math.nan
-        importance = {"metric": "accuracy drop when the unit alone is ablated",
+        rho_all = spearman(si, importance_loss) if si is not None else math.nan
+        # The correlation uses the loss rise: on robust nets one unit rarely flips a prediction,
+        # so accuracy drops are mostly 0 and their rank correlation is undefined.
+        importance = {"metric": "loss rise when the unit alone is ablated (importance_loss); "
+                      "the accuracy drop is in importance",
                       "per_layer": correlations, "spearman_all": _finite(rho_all)}
 
     auc = joint.auc if joint is not None else None

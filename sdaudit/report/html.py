@@ -186,7 +186,7 @@ def render_report(report: dict[str, Any]) -> str:
         rows = [[la["name"], la["importance_selectivity_spearman"]] for la in layers]
         imp = report.get("importance") or {}
         parts.append(_section("Selectivity versus importance", _svg(fig),
-                              _table(["layer", "Spearman ρ (SI, accuracy drop)"],
+                              _table(["layer", "Spearman ρ (SI, loss rise)"],
                                      [*rows, ["all layers", imp.get("spearman_all")]]),
                               "Morcos et al. find little or negative correlation: "
                               "class-selective units are not the important ones."))

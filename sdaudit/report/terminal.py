@@ -124,8 +124,33 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
             curves.add_row(label, sparkline(c.normalized_mean), _f(c.auc))
         if rows:
             console.print(curves)
+        if joint is not None and joint.class_auc:
+            _class_table(console, report, joint)
     if report.noise is not None:
         _curve_table(console, report.noise, "Noise (σ = α × each unit's s.d.)", "α")
+
+
+def _class_table(console: Any, report: AuditReport, joint: Curve, shown: int = 5) -> None:
+    from rich import box
+    from rich.table import Table
+
+    ranked = sorted((a, c) for c, a in enumerate(joint.class_auc) if math.isfinite(a))
+    if not ranked:
+        return
+    table = Table(title="Per-class reliance: classes that collapse first under joint random "
+                  "ablation", box=box.SIMPLE_HEAD)
+    for col in ("class", "class AUC", "unablated accuracy"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    per_class = report.baseline.get("per_class_accuracy") or []
+    for auc, c in ranked[:shown]:
+        table.add_row(_class_name(report, c), _f(auc),
+                      _f(per_class[c] if c < len(per_class) else None))
+    if len(ranked) > shown:
+        table.add_row("…", "", "")
+        auc, c = ranked[-1]
+        table.add_row(_class_name(report, c), _f(auc),
+                      _f(per_class[c] if c < len(per_class) else None))
+    console.print(table)
 
 
 def _curve_table(console: Any, curve: Curve, title: str, x_name: str) -> None:

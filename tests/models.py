@@ -197,3 +197,18 @@ def counting_data(path: Path, per_class: int = 50) -> Path:
     y = np.concatenate([np.zeros(per_class), np.ones(per_class)]).astype(np.int64)
     np.savez(path, x=x, y=y)
     return path
+
+
+def external_outside(folder: Path) -> Path:
+    """The conv model saved with external weights, then a copy one folder down whose weights
+    location points back up (``../``): a model that reaches outside its own folder."""
+    inner = folder / "inner"
+    inner.mkdir()
+    path = save(conv(17)[0], folder / "conv.onnx", external=True)
+    model = onnx.load(str(path), load_external_data=False)
+    for init in model.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location":
+                entry.value = "../conv.onnx.data"
+    onnx.save_model(model, str(inner / "evil.onnx"))
+    return inner / "evil.onnx"

@@ -73,19 +73,6 @@ def _nan_model(d: Path) -> Path:
     return models.save(model, d / "nan.onnx")
 
 
-def _external_outside(d: Path) -> Path:
-    inner = d / "inner"
-    inner.mkdir()
-    path = _conv(d, external=True)
-    m = onnx.load(str(path), load_external_data=False)
-    for init in m.graph.initializer:
-        for entry in init.external_data:
-            if entry.key == "location":
-                entry.value = "../conv.onnx.data"
-    onnx.save_model(m, str(inner / "evil.onnx"))
-    return inner / "evil.onnx"
-
-
 def _external_missing(d: Path) -> Path:
     path = _conv(d, external=True)
     (d / "conv.onnx.data").unlink()
@@ -155,7 +142,7 @@ CASES = [
     ("op onnxruntime cannot run", _custom_op, _data, [], "onnxruntime"),
     ("dynamic input shape", _dynamic, _data, [], "--input-shape"),
     ("missing external data", _external_missing, _data, [], "missing"),
-    ("external data outside folder", _external_outside, _data, [], "outside the model's folder"),
+    ("external data outside folder", models.external_outside, _data, [], "outside the model's folder"),
     ("missing data path", _counting, lambda d: d / "none.npz", [], "does not exist"),
     ("no data at all", _counting, None, [], "no data given"),
     ("empty folder", _rgb_conv, _folder("empty"), [], "no images found"),

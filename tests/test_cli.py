@@ -124,3 +124,15 @@ def test_a_file_that_is_not_a_model(runner, app, tmp_path, counting):
     assert result.exit_code == 2
     assert "not an ONNX model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_help_imports_nothing_heavy():
+    """`sdaudit --help` stays instant: the CLI imports no ONNX, numpy, torch or plotting code."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sdaudit.cli.app; heavy = ('onnx', 'onnxruntime', 'numpy', 'torch', "
+            "'matplotlib', 'onnx_graphsurgeon', 'PIL'); "
+            "print([m for m in heavy if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

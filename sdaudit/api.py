@@ -431,7 +431,7 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
             ),
         ))
     importance: dict[str, Any] | None = None
-    if importance_acc is not None:
+    if importance_acc is not None and importance_loss is not None:
         rho_all = spearman(si, importance_loss) if si is not None else math.nan
         # The correlation uses the loss rise: on robust nets one unit rarely flips a prediction,
         # so accuracy drops are mostly 0 and their rank correlation is undefined.

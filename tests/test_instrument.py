@@ -218,3 +218,34 @@ def test_fixed_batch_models_run_in_chunks_of_their_size(tmp_path):
     assert a.data["samples"] == 7
     assert a.ablation.joint.accuracy_mean == pytest.approx(b.ablation.joint.accuracy_mean)
     assert a.layers[0].units.importance == pytest.approx(b.layers[0].units.importance)
+
+
+def test_weights_passed_through_identity_stay_in_the_suffix():
+    """Exporters dedupe weights with Identity(initializer): not a per-sample tensor to cut.
+
+    x ─Gemm(W0)─► h ─Relu─► a ─Gemm(Identity(W1))─► logits
+    """
+    from onnx import TensorProto, helper
+
+    from sdaudit.rewrite.split import split
+
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((3, 4)).astype(np.float32)
+    w1 = rng.standard_normal((4, 2)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W0"], ["h"]), helper.make_node("Relu", ["h"], ["a"]),
+         helper.make_node("Identity", ["W1"], ["W1_copy"]),
+         helper.make_node("Gemm", ["a", "W1_copy"], ["logits"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [onnx.numpy_helper.from_array(w0, "W0"), onnx.numpy_helper.from_array(w1, "W1")])
+    model = onnx.shape_inference.infer_shapes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    inst = instrument(model, discover_layers(model))
+    parts = split(inst, ("logits",))
+    assert parts.cut == ("a",)
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    a = _session(parts.prefix).run(["a"], {"x": x})[0]
+    got = _session(parts.suffix).run(["logits"], {"a": np.concatenate([a, a]),
+                                                  **neutral_controls(inst, 10)})[0]
+    np.testing.assert_allclose(got[:5], np.maximum(x @ w0, 0) @ w1, rtol=1e-5, atol=1e-5)

@@ -144,5 +144,13 @@ class ImageFolderDataset:
                     yield np.stack(arrays).astype(dtype, copy=False), np.asarray(labels, np.int64)
 
     def describe(self) -> dict[str, object]:
+        import hashlib
+
+        # Names, sizes and labels of the files used (no image is read again for it).
+        digest = hashlib.sha256()
+        for path, label in self._files:
+            size = path.stat().st_size if path.exists() else -1
+            digest.update(f"{path.relative_to(self.path)}\t{size}\t{label}\n".encode())
         return {"path": self.path, "kind": self.kind, "preprocess": self._pre.to_dict(),
-                "classes_matched_by": self.matched_by}
+                "classes_matched_by": self.matched_by,
+                "fingerprint": "files-sha256:" + digest.hexdigest()}

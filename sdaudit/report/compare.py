@@ -39,6 +39,14 @@ def _names(paths: list[Path], reports: list[dict[str, Any]]) -> list[str]:
                                                                               strict=True)]
 
 
+def _data_key(report: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies the data of a report: its fingerprint where recorded, else path and size."""
+    data = report["data"]
+    if data.get("fingerprint"):
+        return (data["fingerprint"],)
+    return (data.get("path"), data.get("samples"))
+
+
 def compare(paths: list[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """(ranking best first, warnings). Each entry names its model and report."""
     if len(paths) < 1:
@@ -48,18 +56,20 @@ def compare(paths: list[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:
     names = _names(ps, reports)
     warnings: list[str] = []
     first = reports[0]
+    other_data: list[str] = []
     for p, r in zip(ps[1:], reports[1:], strict=True):
         differ = [k for k in COMPARABLE_CONFIG if r["config"].get(k) != first["config"].get(k)]
         if differ:
             warnings.append(f"{p.name} was made with other settings than {ps[0].name} "
                             f"({', '.join(differ)}): its AUC is not directly comparable")
-        d0, d1 = first["data"], r["data"]
-        if (d0.get("path"), d0.get("samples")) != (d1.get("path"), d1.get("samples")):
-            warnings.append(f"{p.name} was measured on other data than {ps[0].name} "
-                            f"({d1.get('path')}, {d1.get('samples')} samples vs "
-                            f"{d0.get('path')}, {d0.get('samples')}); the paper's protocol "
-                            "measures each model on its own training data, which is fine if "
-                            "that is what you did")
+        if _data_key(r) != _data_key(first):
+            other_data.append(p.name)
+    if other_data:
+        shown = ", ".join(other_data[:3]) + (f" and {len(other_data) - 3} more"
+                                             if len(other_data) > 3 else "")
+        warnings.append(f"{len(other_data)} of {len(ps)} reports were measured on other data than "
+                        f"{ps[0].name} ({shown}); fine if each model was measured on its own "
+                        "training data (the paper's protocol), not if they should share a data set")
     entries = []
     for p, r, name in zip(ps, reports, names, strict=True):
         s = r["summary"]

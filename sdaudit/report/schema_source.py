@@ -81,6 +81,7 @@ SCHEMA: dict[str, Any] = {
             "classes_present": {"type": "integer"}, "skipped": {"type": "integer", "minimum": 0},
             "skipped_examples": {"type": "array", "items": {"type": "string"}},
             "selectivity_data": {"type": ["string", "null"]},
+            "fingerprint": {"type": "string"},
             "labels": {"enum": ["given", "predicted"]}}},
         "runtime": {"type": "object", "required": ["device", "provider", "threads", "onnxruntime_version"],
                     "properties": {"device": {"enum": ["auto", "cpu", "cuda"]},

@@ -61,14 +61,25 @@ def split(inst: InstrumentedModel, outputs: tuple[str, ...]) -> SplitModel:
             )
     suffix_nodes = [n for n in graph.nodes if id(n) in downstream]
     produced = {t.name for n in suffix_nodes for t in n.outputs}
+    # Tensors that depend on the model's inputs. Anything else the suffix reads (weights passed
+    # through Identity, shapes computed from constants) is no per-sample value: the suffix
+    # computes it itself, it never goes through the cut.
+    batch_dependent: set[str] = set()
+    frontier = [t for t in graph.inputs if t.name not in controls]
+    while frontier:
+        tensor = frontier.pop()
+        if tensor.name in batch_dependent:
+            continue
+        batch_dependent.add(tensor.name)
+        for node in tensor.outputs:
+            frontier.extend(node.outputs)
     cut: list[str] = []
     for node in suffix_nodes:
         for t in node.inputs:
             if (isinstance(t, gs.Constant) or t.name in produced or t.name in controls
                     or t.name in cut or not t.name):
                 continue
-            producer = t.inputs[0] if t.inputs else None
-            if producer is not None and producer.op == "Constant":
+            if t.name not in batch_dependent:
                 continue
             if t.dtype is None:
                 raise RewriteError(f"shape inference gave no type for cut tensor {t.name!r}")

@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int, int], None]
 # Stack configurations until the tiled cut reaches about this many bytes or rows.
-STACK_BYTES = 64 << 20
-STACK_ROWS = 4096
+# Stack configurations only until a run holds about this many rows (per-row cost is flat beyond,
+# and the memory of intermediate activations grows with it) or the tiled cut this many bytes.
+STACK_ROWS = 256
+STACK_BYTES = 32 << 20
 
 
 @dataclass
@@ -93,6 +95,11 @@ class SweepCounts:
                            self.class_correct + other.class_correct,
                            self.class_counts + other.class_counts)
 
+    def take(self, rows: np.ndarray) -> SweepCounts:
+        """The counts of configurations ``rows`` (repeats allowed)."""
+        return SweepCounts(self.n, self.correct[rows], self.loss[rows], self.agree[rows],
+                           self.kl[rows], self.class_correct[rows], self.class_counts)
+
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()}
 
@@ -142,6 +149,17 @@ def _loss_and_pred(out: np.ndarray, y: np.ndarray, probabilities: bool) -> tuple
     """Cross-entropy per row and the predicted class; ``out`` [R, K], ``y`` [R]."""
     logp = _log_probs(out, probabilities)
     return -logp[np.arange(len(y)), y], np.argmax(out, axis=1)
+
+
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows in order of first appearance, and for each row the index of its twin."""
+    if len(rows) == 0:
+        return rows, np.zeros(0, dtype=np.int64)
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # unique rows as they first appear: row 0 stays first
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rows[first[order]], rank[inverse.reshape(-1)]
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -318,6 +336,11 @@ class Engine:
         from sdaudit.rewrite.instrument import neutral_controls
 
         result = PassResult()
+        expand: np.ndarray | None = None
+        if configs is not None:
+            # Identical masks (every draw's fraction 0, say) give identical results: run each once.
+            unique, expand = _unique_rows(configs.masks)
+            configs = Configs(unique, configs.noise_sd)
         ctl = neutral_controls(self._stats, 1)
         unit_idx = np.arange(self.units)
         total = data.num_samples * (1 + (0 if configs is None else
@@ -381,6 +404,8 @@ class Engine:
         elif done == 0:
             raise DataError(f"no usable samples in {data.path!r}",
                             "check that the data holds readable samples")
+        if result.mask_counts is not None and expand is not None:
+            result.mask_counts = result.mask_counts.take(expand)
         return result
 
     def _add_stats(self, stats: UnitStats, out: np.ndarray, y: np.ndarray, means: np.ndarray,
@@ -439,6 +464,12 @@ class Engine:
             tiled = {name: (v if g_max == 1 else np.concatenate([v] * g_max))
                      for name, v in cut.items()}
             start = 0
+            if job_noise is None and base_pred is not None:
+                # Row 0 is the unperturbed model, which the statistics run just computed.
+                _accumulate(counts, slice(0, 1), base_logp[None], base_pred[None], y, base_pred,
+                            base_logp)
+                done_rows += n
+                start = 1
             while start < m:
                 stop = min(start + g_max, m)
                 g = stop - start

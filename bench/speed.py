@@ -282,6 +282,10 @@ def main() -> int:
     parser.add_argument("--layers", help=argparse.SUPPRESS)
     parser.add_argument("--torch-weights", default="", help=argparse.SUPPRESS)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: hooks,r18")
+    parser.add_argument("--only-r18", action="store_true",
+                        help="rerun only the ResNet-18 part, reusing OUT/results.json for the rest")
+    parser.add_argument("--from-results", action="store_true",
+                        help="write the table from OUT/results.json without running anything")
     args = parser.parse_args()
     if args.worker:
         args.layers = args.layers.split(",")
@@ -290,32 +294,58 @@ def main() -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    saved = out / "results.json"
+    if args.from_results or args.only_r18:
+        results = json.loads(saved.read_text())
+        results["scaling"] = {int(k): v for k, v in results["scaling"].items()}
+    else:
+        results = {}
     skip = set(args.skip.split(",")) - {""}
-    paths = prepare(out)
-    layers = block_outputs(paths["resnet20"])
-    rows: dict[str, dict] = {}
-    for method in ("sdaudit", "floor", "naive", "hooks"):
-        if method in skip:
-            continue
-        rows[method] = measure(method, paths["resnet20"], paths["data1024"], layers,
-                               paths["resnet20_pt"])
-        print(method, rows[method], flush=True)
-    scaling = {n: measure("sdaudit", paths["resnet20"], paths[f"data{n}"], layers)
-               for n in (512, 2048, 10240)}
-    scaling[1024] = rows["sdaudit"]
-    for n, r in sorted(scaling.items()):
-        print("scaling", n, r, flush=True)
-    r18 = None
-    if "r18" not in skip:
-        r18_layers = block_outputs(paths["resnet18"])
-        r18 = {m: measure(m, paths["resnet18"], paths["data224"], r18_layers)
-               for m in ("sdaudit", "floor")}
-        print("resnet18", r18, flush=True)
-    text = report(rows, scaling, r18, layers)
+    if not args.from_results:
+        paths = prepare(out)
+        if not args.only_r18:
+            layers = block_outputs(paths["resnet20"])
+            rows: dict[str, dict] = {}
+            for method in ("sdaudit", "floor", "naive", "hooks"):
+                if method in skip:
+                    continue
+                rows[method] = measure(method, paths["resnet20"], paths["data1024"], layers,
+                                       paths["resnet20_pt"])
+                print(method, rows[method], flush=True)
+            scaling = {n: measure("sdaudit", paths["resnet20"], paths[f"data{n}"], layers)
+                       for n in (512, 2048, 10240)}
+            scaling[1024] = rows["sdaudit"]
+            results = {"rows": rows, "scaling": scaling, "layers": layers, "r18": None}
+        if "r18" not in skip:
+            r18_layers = block_outputs(paths["resnet18"])
+            results["r18"] = {m: measure(m, paths["resnet18"], paths["data224"], r18_layers)
+                              for m in ("sdaudit", "floor")}
+            print("resnet18", results["r18"], flush=True)
+        saved.write_text(json.dumps(results, indent=1))
+    text = report(results["rows"], results["scaling"], results["r18"], results["layers"])
     print(text)
     if args.write:
         Path(args.write).write_text(text)
     return 0
+
+
+def cost_model(scaling: dict) -> list[str]:
+    """Wall time = a + b · images, fitted by least squares over the measured sizes."""
+    sizes = np.array(sorted(scaling), dtype=float)
+    times = np.array([scaling[int(n)]["seconds"] for n in sizes])
+    b, a = np.polyfit(sizes, times, 1)
+    lines = ["", "### Cost model", "",
+             "The work is images × configurations × the suffix's cost per image, plus one prefix "
+             "and one statistics run per image, plus a fixed start (imports, rewriting, sessions):",
+             "", "    T(N) ≈ T₀ + N · (t_prefix + (1 + C) · t_suffix)", "",
+             f"with C the distinct configurations. Fitted over the sizes above: T₀ = {a:.2f} s, "
+             f"{1000 * b:.2f} ms per image (≈ {1000 * b / 46:.3f} ms per image and run, the prefix included, "
+             "over 45 distinct configurations + the statistics run):", "",
+             "| images | measured (s) | model (s) | error |", "|---:|---:|---:|---:|"]
+    for n, t in zip(sizes, times, strict=True):
+        pred = a + b * n
+        lines.append(f"| {int(n):,} | {t:.2f} | {pred:.2f} | {100 * (pred - t) / t:+.1f} % |")
+    return lines
 
 
 def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str]) -> str:
@@ -366,10 +396,13 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str]) -> st
         grow = scaling[10240]["peak_mib"] / scaling[1024]["peak_mib"] - 1
         lines.append(f"\nPeak memory grows {100 * grow:+.1f} % from 1,024 to 10,240 images "
                      "(target: within 10 %).")
+    lines += cost_model(scaling)
     if r18:
         lines += ["", "## ResNet-18 at 224×224", "",
                   "Random weights, 1,000 synthetic images (unlabelled: predictions stand in), the "
-                  "last three residual-block outputs, the same 51 configurations.", "",
+                  "last three residual-block outputs, the same 51 configurations. sdaudit sizes "
+                  "its chunks to about 32 MiB of input (55 images here); the floor runs batches "
+                  f"of {BATCH}.", "",
                   "| method | wall time (s) | peak memory (MiB) |", "|---|---:|---:|"]
         for m, r in r18.items():
             lines.append(f"| {m} | {r['seconds']:.2f} | {r['peak_mib']:.0f} |")

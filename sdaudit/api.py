@@ -216,7 +216,9 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     want_noise = config.wants("noise")
     engine = Engine(loaded, layers, device=config.device, threads=config.threads,
                     ablation_value=config.ablation_value, noise=want_noise, seed=config.seed,
-                    chunk_size=config.chunk_size, output=output)
+                    chunk_size=config.chunk_for(
+                        int(np.prod(layout.shape)) * np.dtype(layout.dtype).itemsize),
+                    output=output)
     u = engine.units
     offsets = engine.offsets
     np.repeat(np.arange(len(layers)), [layer.channels for layer in layers])

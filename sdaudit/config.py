@@ -51,7 +51,7 @@ class AuditConfig:
     per_layer: bool = True
     mi_bins: int = 10
     selectivity_eps: float = 1e-7
-    chunk_size: int = 256
+    chunk_size: int | None = None  # None: about 32 MiB of input per chunk, 16 to 256 samples
     device: str = "auto"
     threads: int | None = None
     risk: RiskThresholds = field(default_factory=RiskThresholds)
@@ -84,7 +84,7 @@ class AuditConfig:
             )
         if self.mi_bins < 2:
             raise BadFlagError("--mi-bins must be at least 2")
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise BadFlagError("--chunk-size must be at least 1")
         if not 0 <= self.risk.medium <= self.risk.low <= 1:
             raise BadFlagError(
@@ -96,6 +96,15 @@ class AuditConfig:
             raise BadFlagError("--max-drop must be non-negative")
         if self.gate.fail_under is not None and not 0 <= self.gate.fail_under <= 1:
             raise BadFlagError("--fail-under is an ablation AUC in [0, 1]")
+
+    def chunk_for(self, sample_bytes: int) -> int:
+        """Samples per chunk: as given, or sized so a chunk's input is about 32 MiB.
+
+        Big images (224² and up) then run in chunks of tens, which keeps the activations that
+        ONNX Runtime holds for a chunk (and so the peak memory) bounded."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return int(min(256, max(16, (32 << 20) // max(sample_bytes, 1))))
 
     def wants(self, measure: str) -> bool:
         return measure in self.measures

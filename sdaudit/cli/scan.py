@@ -106,7 +106,9 @@ def scan(
     selectivity_data: Path | None = typer.Option(None, help="Held-out data for class "
                                                  "selectivity (default: --data).",
                                                  show_default=False),
-    chunk_size: int = typer.Option(256, help="Samples per chunk (memory is flat in data size)."),
+    chunk_size: int | None = typer.Option(None, help="Samples per chunk [default: about 32 MiB "
+                                          "of input, 16 to 256]; memory is flat in data size.",
+                                          show_default=False),
     device: Device = typer.Option(Device.auto, help="auto: CUDA where it works, else CPU."),
     threads: int | None = typer.Option(None, help="ONNX Runtime threads (default: usable cores).",
                                        show_default=False),

@@ -265,13 +265,13 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     hooks.plan(plan)
 
     def calibrated(rate: dict[str, float]) -> None:
-        config_rate = rate["config_s_per_sample"]
-        if not math.isfinite(config_rate):
-            config_rate = rate["stats_s_per_sample"]
+        def known(value: float) -> float:
+            return value if math.isfinite(value) else 0.0
+
         hooks.estimate(data.num_samples * (plan.passes * rate["prefix_s_per_sample"]
                                            + plan.stats_runs * rate["stats_s_per_sample"]
                                            + (plan.mask_configs + plan.noise_configs)
-                                           * config_rate))
+                                           * known(rate["config_s_per_sample"])))
 
     if config.wants("importance") and fused:
         add("importance", 1.0 - np.eye(u, dtype=np.float32))
@@ -283,7 +283,7 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
                                 progress=hooks.progress, phase="sweeps", calibrated=calibrated)
     else:
         first = engine.run_pass(data, stats=True, progress=hooks.progress,
-                                phase="unablated pass", calibrated=calibrated)
+                                phase="unablated pass")
     base = first.stats
     assert base is not None
     k = int(engine.num_classes or 0)
@@ -336,9 +336,11 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
                                          for alpha in config.noise_levels])
         if config.ablation_value == "mean":
             unit_mean = base.mean.astype(np.float32)
+        # The estimate comes from the sweep pass itself: the statistics run costs something
+        # else per sample than a configuration does.
         second = engine.run_pass(data, configs=Configs(np.concatenate(rows), noise_rows),
                                  unit_mean=unit_mean, progress=hooks.progress, phase="sweeps",
-                                 hist=None if separate_hist else hist_spec)
+                                 hist=None if separate_hist else hist_spec, calibrated=calibrated)
         counts, noise_counts = second.mask_counts, second.noise_counts
         hist = second.hist
         if separate_hist and hist_spec is not None:

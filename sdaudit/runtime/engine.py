@@ -254,7 +254,6 @@ class Engine:
         if out_spec.shape and len(out_spec.shape) == 2 and isinstance(out_spec.shape[1], int):
             self.num_classes = out_spec.shape[1]
         self.notes: list[str] = []
-        self._config_rate = math.nan  # suffix seconds per sample and configuration
 
     # -- pieces ------------------------------------------------------------------------------
     def _padded(self, x: np.ndarray) -> np.ndarray:
@@ -337,6 +336,7 @@ class Engine:
 
         result = PassResult()
         expand: np.ndarray | None = None
+        planned = 0 if configs is None else len(configs.masks) + len(configs.noise_sd)
         if configs is not None:
             # Identical masks (every draw's fraction 0, say) give identical results: run each once.
             unique, expand = _unique_rows(configs.masks)
@@ -346,7 +346,8 @@ class Engine:
         total = data.num_samples * (1 + (0 if configs is None else
                                          len(configs.masks) + len(configs.noise_sd)))
         done = 0
-        first = True
+        chunks_seen = 0
+        pending_rate: dict[str, float] | None = None
         for x, labels in data.chunks(self.chunk_size):
             n = len(labels)
             t0 = time.perf_counter()
@@ -384,13 +385,20 @@ class Engine:
             if configs is not None:
                 done = self._sweep_chunk(cut, labels, configs, unit_mean, result, base, done,
                                          total, progress, phase)
-            if first and calibrated is not None:
-                calibrated({"prefix_s_per_sample": (t1 - t0) / max(n, 1),
+            t3 = time.perf_counter()
+            # Rates from the second chunk: the first pays for the sessions' warm-up.
+            chunks_seen += 1
+            pending_rate = {"prefix_s_per_sample": (t1 - t0) / max(n, 1),
                             "stats_s_per_sample": (t2 - t1) / max(n, 1),
-                            "config_s_per_sample": self._config_rate})
-            first = False
+                            # per sample and planned configuration (duplicates included)
+                            "config_s_per_sample": (t3 - t2) / max(n * planned, 1)}
+            if chunks_seen == 2 and calibrated is not None:
+                calibrated(pending_rate)
+                pending_rate = None
             if progress:
                 progress(phase, done, total)
+        if chunks_seen == 1 and calibrated is not None and pending_rate is not None:
+            calibrated(pending_rate)
         if result.stats is not None:
             if result.stats.n == 0:
                 raise DataError(f"no usable samples in {data.path!r}",
@@ -474,7 +482,6 @@ class Engine:
                 stop = min(start + g_max, m)
                 g = stop - start
                 rows = self.fixed_batch or n
-                t0 = time.perf_counter()
                 try:
                     feeds = {name: v[: g * rows] for name, v in tiled.items()}
                     feeds.update(self._controls(
@@ -492,8 +499,6 @@ class Engine:
                     self.notes.append(f"ran out of memory with {g} configurations per run; "
                                       f"went on with {g_max}")
                     continue
-                if math.isnan(self._config_rate):
-                    self._config_rate = (time.perf_counter() - t0) / (g * rows)
                 if self.fixed_batch:
                     out = out[:n]
                 logp = _log_probs(out, bool(self.probabilities)).reshape(g, n, -1)

@@ -355,14 +355,8 @@ def convention_check(pages: int, session: Any, load_image: Any, preprocess: Any,
 
 
 def parse_json_report(stdout: str) -> dict[str, Any]:
-    """Parse the scan's JSON report, tolerating log lines printed around it."""
-    try:
-        report = json.loads(stdout)
-    except json.JSONDecodeError:
-        first, last = stdout.find("{"), stdout.rfind("}")
-        if first < 0 or last <= first:
-            raise
-        report = json.loads(stdout[first : last + 1])
+    """The scan's JSON report: with --format json, stdout holds nothing else."""
+    report = json.loads(stdout)
     if not isinstance(report, dict):
         raise TypeError(f"expected a JSON object, got {type(report).__name__}")
     return report

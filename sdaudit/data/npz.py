@@ -90,10 +90,13 @@ class NpzDataset:
             self._index = sampling.choose(y if self.labelled else None, len(x))
         expected = tuple(layout.shape)
         if tuple(x.shape[1:]) != expected:
+            same_size = int(np.prod(x.shape[1:])) == int(np.prod(expected))
             raise DataError(
                 f"x in {self.path!r} has samples of shape {list(x.shape[1:])}, the model's input "
                 f"{layout.name!r} takes {list(expected)}",
-                "store x in the model's input layout (batch first)",
+                f"reshape x to (N, {', '.join(str(d) for d in expected)}) if the layout is the "
+                "same, else store x in the model's input layout (batch first)" if same_size
+                else "store x in the model's input layout (batch first)",
             )
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise DataError(f"x in {self.path!r} has dtype {x.dtype}; numbers are needed")

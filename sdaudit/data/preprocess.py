@@ -49,9 +49,15 @@ class Preprocess:
         channels = layout.channels or 1
         for name, values in (("--mean", self.mean), ("--std", self.std)):
             if len(values) not in (1, channels):
+                if self.preset != "none" and channels == 1:
+                    raise BadFlagError(
+                        f"--preset {self.preset} is for RGB models; this model takes 1 channel",
+                        "use --preset none, with --mean and --std for its one channel",
+                    )
                 raise BadFlagError(
-                    f"{name} has {len(values)} values; the model takes {channels} channels",
-                    f"give 1 or {channels} comma-separated values",
+                    f"{name} has {len(values)} values; the model takes {channels} "
+                    f"channel{'s' if channels > 1 else ''}",
+                    "give one value" if channels == 1 else f"give 1 or {channels} comma-separated values",
                 )
         if any(s == 0 for s in self.std):
             raise BadFlagError("--std contains 0", "standard deviations must be non-zero")

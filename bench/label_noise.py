@@ -27,14 +27,13 @@ import argparse
 import json
 import math
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from scan_runner import run_scan  # bench/, beside this script
 from torch import nn
 
 from sdaudit.analysis.curves import spearman  # the tested implementation the tool uses
@@ -150,12 +149,6 @@ def train_one(
     )
 
 
-def parse_json_report(stdout: str) -> dict[str, Any]:
-    """The scan's JSON report: with --format json, stdout holds nothing else."""
-    report = json.loads(stdout)
-    if not isinstance(report, dict):
-        raise TypeError(f"expected a JSON object, got {type(report).__name__}")
-    return report
 
 
 def scan_command(run: Run, sdaudit: str, draws: int) -> list[str]:
@@ -184,21 +177,11 @@ def audit(run: Run, sdaudit: str, draws: int, timeout: float) -> None:
     without the expected keys is recorded in ``run.audit_error`` so that one bad net (or a
     not-yet-written command) does not lose the others.
     """
-    cmd = scan_command(run, sdaudit, draws)
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-        run.audit_error = f"{type(exc).__name__}: {exc}"
-        return
-    finally:
-        run.audit_seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
-        run.audit_error = f"exit status {proc.returncode}: {' | '.join(tail)}"
+    report, run.audit_error, run.audit_seconds = run_scan(scan_command(run, sdaudit, draws),
+                                                          timeout)
+    if report is None:
         return
     try:
-        report = parse_json_report(proc.stdout)
         run.ablation_auc = float(report["summary"]["ablation_auc"])
         run.audit_accuracy = float(report["baseline"]["accuracy"])
     except (ValueError, TypeError, KeyError) as exc:

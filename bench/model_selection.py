@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scan_runner import run_scan  # bench/, beside this script
 from torch import nn
 
 from sdaudit.analysis.curves import spearman  # the tested implementation the tool uses
@@ -288,29 +289,14 @@ def scan_command(run: Run, sdaudit: str, draws: int, audit_seed: int) -> list[st
 
 def audit(run: Run, sdaudit: str, draws: int, audit_seed: int, timeout: float) -> None:
     """Scan ``run``; store its AUC and unablated accuracy or, without raising, why it failed."""
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            scan_command(run, sdaudit, draws, audit_seed),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-        run.audit_error = f"{type(exc).__name__}: {exc}"
-        return
-    finally:
-        run.audit_seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
-        run.audit_error = f"exit status {proc.returncode}: {' | '.join(tail)}"
+    report, run.audit_error, run.audit_seconds = run_scan(
+        scan_command(run, sdaudit, draws, audit_seed), timeout, report=run.report)
+    if report is None:
         return
     try:
-        report = json.loads(Path(run.report).read_text(encoding="utf-8"))
         run.ablation_auc = float(report["summary"]["ablation_auc"])
         run.audit_accuracy = float(report["baseline"]["accuracy"])
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError) as exc:
         run.audit_error = f"unexpected report ({type(exc).__name__}: {exc})"
 
 

@@ -15,7 +15,7 @@ from sdaudit._version import __version__
 from sdaudit.config import AuditConfig
 from sdaudit.data.base import InputLayout
 from sdaudit.data.open import DataOptions
-from sdaudit.errors import DataError, SdauditError
+from sdaudit.errors import DataError, InternalError, SdauditError
 from sdaudit.report.model import (
     AblationResult,
     AuditReport,
@@ -285,7 +285,8 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
         first = engine.run_pass(data, stats=True, progress=hooks.progress,
                                 phase="unablated pass")
     base = first.stats
-    assert base is not None
+    if base is None:  # pragma: no cover - run_pass raises on empty data
+        raise InternalError("the unablated pass produced no statistics")
     k = int(engine.num_classes or 0)
     notes: list[str] = []
     if not data.labelled:
@@ -303,7 +304,8 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     if selectivity_data is not None:
         sel_stats = engine.run_pass(sel_data, stats=True, progress=hooks.progress,
                                     phase="selectivity data").stats
-        assert sel_stats is not None
+        if sel_stats is None:  # pragma: no cover - run_pass raises on empty data
+            raise InternalError("the selectivity-data pass produced no statistics")
         sel = sel_stats
     present = int((sel.class_counts > 0).sum())
     si: np.ndarray | None = None
@@ -348,7 +350,8 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
                                    phase="selectivity data").hist
         if hist is not None:
             mi = mutual_information(hist)
-    assert counts is not None
+    if counts is None:  # pragma: no cover - the sweep always runs the unperturbed row
+        raise InternalError("the sweep produced no counts")
     notes.extend(engine.notes)
     n = counts.n
     base_acc = float(counts.correct[0] / n)

@@ -276,3 +276,29 @@ def test_running_out_of_memory_shrinks_the_stack_and_goes_on(tmp_path, capsys, m
     assert any("ran out of memory" in n for n in data["summary"]["notes"])
     expected = [1.0 if 10 - round(10 * f) > 4.5 else 0.5 for f in data["ablation"]["fractions"]]
     assert data["ablation"]["accuracy_mean"] == pytest.approx(expected)
+
+
+def test_a_chunk_too_big_for_memory_runs_in_halves(tmp_path, capsys, monkeypatch):
+    """The prefix of a chunk that does not fit runs in halves; results are unchanged."""
+    from sdaudit.runtime import engine
+
+    model, data = _counting(tmp_path), _data(tmp_path)
+    plain = tmp_path / "plain.json"
+    assert run(["scan", str(model), "--data", str(data), "--json", str(plain), "-q",
+                "--measure", "ablation", "--draws", "2"]) == 0
+    real = engine.Engine._run_prefix_once
+
+    def small_only(self, x):
+        if len(x) > 30:
+            raise MemoryError("simulated: Failed to allocate memory")
+        return real(self, x)
+
+    monkeypatch.setattr(engine.Engine, "_run_prefix_once", small_only)
+    halved = tmp_path / "halved.json"
+    code = run(["scan", str(model), "--data", str(data), "--json", str(halved), "-q",
+                "--measure", "ablation", "--draws", "2"])
+    capsys.readouterr()
+    assert code == 0
+    a, b = json.loads(plain.read_text()), json.loads(halved.read_text())
+    assert any("did not fit in memory" in n for n in b["summary"]["notes"])
+    assert a["ablation"]["accuracy_mean"] == b["ablation"]["accuracy_mean"]

@@ -264,6 +264,24 @@ class Engine:
         return np.concatenate([x, pad])
 
     def _run_prefix(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The cut tensors of one chunk. Where the chunk does not fit in memory, its halves run
+        one after the other (the cut is small next to the prefix's own activations)."""
+        try:
+            return self._run_prefix_once(x)
+        except Exception as exc:
+            if not _out_of_memory(exc) or self.fixed_batch:
+                raise
+            if len(x) <= 1:
+                raise ModelError("out of memory running the model on a single sample",
+                                 "use a machine with more memory (or --device cuda)") from None
+        half = len(x) // 2
+        if not any(n.startswith("a chunk of") for n in self.notes):
+            self.notes.append(f"a chunk of {len(x)} samples did not fit in memory; it ran in "
+                              "smaller parts (lower --chunk-size to avoid the retries)")
+        first, second = self._run_prefix(x[:half]), self._run_prefix(x[half:])
+        return {name: np.concatenate([first[name], second[name]]) for name in first}
+
+    def _run_prefix_once(self, x: np.ndarray) -> dict[str, np.ndarray]:
         x = self._padded(x)
         cut: dict[str, np.ndarray] = {}
         if self._prefix is not None:

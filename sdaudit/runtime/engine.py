@@ -144,12 +144,6 @@ def _log_probs(out: np.ndarray, probabilities: bool) -> np.ndarray:
     return z - (top + np.log(np.exp(z - top).sum(axis=-1, keepdims=True)))
 
 
-def _loss_and_pred(out: np.ndarray, y: np.ndarray, probabilities: bool) -> tuple[np.ndarray,
-                                                                                 np.ndarray]:
-    """Cross-entropy per row and the predicted class; ``out`` [R, K], ``y`` [R]."""
-    logp = _log_probs(out, probabilities)
-    return -logp[np.arange(len(y)), y], np.argmax(out, axis=1)
-
 
 def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows in order of first appearance, and for each row the index of its twin."""
@@ -377,7 +371,9 @@ class Engine:
                 outs = [o[:n] for o in self._stats_sess.run(names, {**cut, **ctl})]
                 out = outs[0]
                 self._check_output(out, labels if n and labels[0] >= 0 else labels[:0])
-                y = labels if n and labels[0] >= 0 else np.argmax(out, axis=1)
+                pred = np.argmax(out, axis=1)
+                logp = _log_probs(out, bool(self.probabilities))
+                y = labels if n and labels[0] >= 0 else pred
                 means = np.concatenate([o.astype(np.float64) for o in outs[1:1 + len(self.layers)]],
                                        axis=1)
                 if stats:
@@ -385,7 +381,7 @@ class Engine:
                         result.stats = self._new_stats(int(self.num_classes or out.shape[1]))
                     sqmeans = np.concatenate(
                         [o.astype(np.float64) for o in outs[1 + len(self.layers):]], axis=1)
-                    self._add_stats(result.stats, out, y, means, sqmeans)
+                    self._add_stats(result.stats, out, pred, logp, y, means, sqmeans)
                 if hist is not None:
                     k = int(self.num_classes or out.shape[1])
                     if result.hist is None:
@@ -396,8 +392,7 @@ class Engine:
                     flat = (unit_idx[None, :] * hist.bins + b) * k + y[:, None]
                     result.hist += np.bincount(flat.ravel(), minlength=result.hist.size).reshape(
                         result.hist.shape)
-                logp = _log_probs(out, bool(self.probabilities))
-                base = (np.argmax(out, axis=1), logp)
+                base = (pred, logp)
             t2 = time.perf_counter()
             done += n
             if configs is not None:
@@ -434,11 +429,12 @@ class Engine:
             result.mask_counts = result.mask_counts.take(expand)
         return result
 
-    def _add_stats(self, stats: UnitStats, out: np.ndarray, y: np.ndarray, means: np.ndarray,
-                   sqmeans: np.ndarray) -> None:
+    @staticmethod
+    def _add_stats(stats: UnitStats, out: np.ndarray, pred: np.ndarray, logp: np.ndarray,
+                   y: np.ndarray, means: np.ndarray, sqmeans: np.ndarray) -> None:
         finite = np.isfinite(out).all(axis=1)
         stats.nonfinite += int((~finite).sum())
-        loss, pred = _loss_and_pred(out, y, bool(self.probabilities))
+        loss = -logp[np.arange(len(y)), y]
         stats.n += len(y)
         stats.correct += float((pred == y).sum())
         stats.loss += float(np.nansum(loss))

@@ -11,7 +11,7 @@ it, and model inputs the suffix uses directly)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sdaudit.errors import RewriteError
 
@@ -32,6 +32,24 @@ class SplitModel:
     suffix_outputs: tuple[str, ...]
 
 
+def _downstream(starts: list[Any]) -> tuple[set[str], set[int]]:
+    """Names of the tensors reachable from ``starts`` (themselves included), and the ids of the
+    nodes that read any of them."""
+    tensors: set[str] = set()
+    nodes: set[int] = set()
+    frontier = list(starts)
+    while frontier:
+        tensor = frontier.pop()
+        if tensor.name in tensors:
+            continue
+        tensors.add(tensor.name)
+        for node in tensor.outputs:
+            if id(node) not in nodes:
+                nodes.add(id(node))
+                frontier.extend(node.outputs)
+    return tensors, nodes
+
+
 def split(inst: InstrumentedModel, outputs: tuple[str, ...]) -> SplitModel:
     """Cut ``inst`` so that ``outputs`` (model outputs and statistics) come from the suffix."""
     import onnx_graphsurgeon as gs
@@ -41,18 +59,7 @@ def split(inst: InstrumentedModel, outputs: tuple[str, ...]) -> SplitModel:
     graph = gs.import_onnx(inst.model)
     tensors = graph.tensors()
     controls = set(inst.control_inputs)
-    downstream: set[int] = set()
-    frontier = [tensors[name] for name in controls]
-    seen_tensors: set[str] = set()
-    while frontier:
-        tensor = frontier.pop()
-        if tensor.name in seen_tensors:
-            continue
-        seen_tensors.add(tensor.name)
-        for node in tensor.outputs:
-            if id(node) not in downstream:
-                downstream.add(id(node))
-                frontier.extend(node.outputs)
+    seen_tensors, downstream = _downstream([tensors[name] for name in controls])
     for name in outputs:
         if name not in seen_tensors:
             raise RewriteError(
@@ -64,15 +71,7 @@ def split(inst: InstrumentedModel, outputs: tuple[str, ...]) -> SplitModel:
     # Tensors that depend on the model's inputs. Anything else the suffix reads (weights passed
     # through Identity, shapes computed from constants) is no per-sample value: the suffix
     # computes it itself, it never goes through the cut.
-    batch_dependent: set[str] = set()
-    frontier = [t for t in graph.inputs if t.name not in controls]
-    while frontier:
-        tensor = frontier.pop()
-        if tensor.name in batch_dependent:
-            continue
-        batch_dependent.add(tensor.name)
-        for node in tensor.outputs:
-            frontier.extend(node.outputs)
+    batch_dependent, _ = _downstream([t for t in graph.inputs if t.name not in controls])
     cut: list[str] = []
     for node in suffix_nodes:
         for t in node.inputs:

@@ -55,8 +55,6 @@ class Hooks:
 
     def progress(self, phase: str, done: int, total: int) -> None: ...
 
-    def note(self, message: str) -> None: ...
-
 
 def input_layout(loaded: Any, channels_last: bool | None = None) -> InputLayout:
     spec = loaded.inputs[0]

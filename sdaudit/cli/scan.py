@@ -74,9 +74,6 @@ class _CliHooks:
             self._tasks[phase] = self._progress.add_task(phase, total=max(total, 1))
         self._progress.update(self._tasks[phase], completed=min(done, total))
 
-    def note(self, message: str) -> None:
-        self.console.print(f"[yellow]note:[/] {message}")
-
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()

@@ -136,3 +136,20 @@ def test_help_imports_nothing_heavy():
             "print([m for m in heavy if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_python_dash_m_runs_the_cli():
+    """`python -m sdaudit` is the same command line as the `sdaudit` script."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "sdaudit", "--version"], capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    from sdaudit import __version__
+
+    assert __version__ in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "sdaudit", "scan"], capture_output=True,
+                         text=True, check=False)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr

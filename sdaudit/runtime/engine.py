@@ -165,17 +165,23 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 def _accumulate(counts: SweepCounts, rows: slice, logp: np.ndarray, pred: np.ndarray,
-                y: np.ndarray, base_pred: np.ndarray, base_logp: np.ndarray) -> None:
-    """Add one group's results ([g, n, K] log-probabilities, [g, n] predictions) to ``counts``."""
+                y: np.ndarray, base_pred: np.ndarray, base_logp: np.ndarray,
+                base_p: np.ndarray | None = None) -> None:
+    """Add one group's results ([g, n, K] log-probabilities, [g, n] predictions) to ``counts``.
+
+    ``base_p``: ``exp(base_logp)``, passed in when the caller has it for the whole chunk.
+    """
     n = len(y)
     hit = pred == y[None, :]
     counts.correct[rows] += hit.sum(axis=1)
     counts.loss[rows] += np.nansum(-logp[:, np.arange(n), y], axis=1)
     counts.agree[rows] += (pred == base_pred[None, :]).sum(axis=1)
-    base_p = np.exp(base_logp)
+    if base_p is None:
+        base_p = np.exp(base_logp)
     counts.kl[rows] += np.nansum(base_p[None] * (base_logp[None] - logp), axis=(1, 2))
-    for c in np.unique(y):
-        counts.class_correct[rows, c] += hit[:, y == c].sum(axis=1)
+    k = counts.class_correct.shape[1]
+    for i, row in enumerate(range(*rows.indices(len(counts.correct)))):
+        counts.class_correct[row] += np.bincount(y[hit[i]], minlength=k)[:k]
 
 
 class Engine:
@@ -228,9 +234,9 @@ class Engine:
         self._noise_split = split(self._noise, (self.output,)) if self._noise else None
         self.threads = threads or usable_cores()
         self._prefix = (make_session(self._stats_split.prefix.SerializeToString(), device,
-                                     self.threads) if self._stats_split.prefix else None)
+                                     self.threads, spin=False) if self._stats_split.prefix else None)
         self._stats_sess = make_session(self._stats_split.suffix.SerializeToString(), device,
-                                        self.threads)
+                                        self.threads, spin=False)
         self._sweep_sess = make_session(self._sweep_split.suffix.SerializeToString(), device,
                                         self.threads)
         self._noise_sess = (make_session(self._noise_split.suffix.SerializeToString(), device,
@@ -473,6 +479,7 @@ class Engine:
         n = len(y)
         unlabelled = bool(n and y[0] < 0)
         base_pred, base_logp = base if base is not None else (None, np.zeros(0))
+        base_p: np.ndarray | None = None
         if unlabelled and base_pred is not None:
             y = base_pred
         jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None, SweepCounts]] = [
@@ -521,7 +528,10 @@ class Engine:
                     base_pred, base_logp = pred[0].copy(), logp[0].copy()
                     if unlabelled:
                         y = base_pred
-                _accumulate(counts, slice(start, stop), logp, pred, y, base_pred, base_logp)
+                if base_p is None:
+                    base_p = np.exp(base_logp)
+                _accumulate(counts, slice(start, stop), logp, pred, y, base_pred, base_logp,
+                            base_p)
                 done_rows += g * n
                 if progress:
                     progress(phase, done_rows, total_rows)

@@ -109,15 +109,22 @@ def resolve_providers(device: str) -> list[str]:
 
 
 def make_session(
-    model_bytes: bytes, device: str = "cpu", threads: int | None = None
+    model_bytes: bytes, device: str = "cpu", threads: int | None = None, *, spin: bool = True
 ) -> ort.InferenceSession:
-    """A session with graph optimizations on and threads matched to the usable cores."""
+    """A session with graph optimizations on and threads matched to the usable cores.
+
+    ``spin=False`` for a session that runs once between runs of another (the prefix, the
+    statistics run): its idle worker threads then sleep at once instead of spinning on the
+    cores the next session's run needs.
+    """
     ort_mod = _ort()
     options = ort_mod.SessionOptions()
     options.graph_optimization_level = ort_mod.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = resolve_providers(device)
     try:
         session = ort_mod.InferenceSession(model_bytes, sess_options=options, providers=providers)

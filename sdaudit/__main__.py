@@ -2,4 +2,4 @@
 
 from sdaudit.cli.app import main
 
-raise SystemExit(main())
+main()

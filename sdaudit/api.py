@@ -216,7 +216,7 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
                     ablation_value=config.ablation_value, noise=want_noise, seed=config.seed,
                     chunk_size=config.chunk_for(
                         int(np.prod(layout.shape)) * np.dtype(layout.dtype).itemsize),
-                    output=output)
+                    output=output, precision=config.precision, io_binding=config.io_binding)
     u = engine.units
     offsets = engine.offsets
     np.repeat(np.arange(len(layers)), [layer.channels for layer in layers])
@@ -468,7 +468,9 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
               "skipped": data.skipped.count, "skipped_examples": list(data.skipped.examples),
               "selectivity_data": None if selectivity_data is None else str(selectivity_data),
               "labels": "given" if data.labelled else "predicted"},
-        runtime={**engine.runtime.to_dict(), "cut": list(engine.cut)},
+        runtime={**engine.runtime.to_dict(), "cut": list(engine.cut),
+                 **({} if engine.fp16_changed is None
+                    else {"fp16_prediction_change": engine.fp16_changed})},
         config=config.to_dict(),
         baseline={"accuracy": base_acc, "loss": float(counts.loss[0] / n),
                   "per_class_accuracy": [_finite(v) for v in base_class_acc.tolist()]},

@@ -11,6 +11,7 @@ MEASURES = ("selectivity", "ablation", "ordered", "noise", "importance")
 DEFAULT_FRACTIONS = tuple(round(i / 10, 2) for i in range(10))  # 0, 0.1, ..., 0.9
 DEFAULT_NOISE_LEVELS = tuple(round(10 ** (-1.5 + 0.5 * i), 6) for i in range(6))  # 10^-1.5 … 10^1
 ABLATION_VALUES = ("zero", "mean")
+PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class AuditConfig:
     chunk_size: int | None = None  # None: about 32 MiB of input per chunk, 16 to 256 samples
     device: str = "auto"
     threads: int | None = None
+    precision: str = "fp32"  # "fp16": the sweep suffix in half precision (checked, see engine)
+    io_binding: bool | None = None  # None: on where the sweep runs on CUDA
     risk: RiskThresholds = field(default_factory=RiskThresholds)
     gate: Gate = field(default_factory=Gate)
 
@@ -74,6 +77,9 @@ class AuditConfig:
             )
         if list(self.fractions) != sorted(set(self.fractions)):
             raise BadFlagError("--fractions must be increasing and distinct", "e.g. 0,0.25,0.5")
+        if self.precision not in PRECISIONS:
+            raise BadFlagError(f"--precision {self.precision}: unknown precision",
+                               "choose fp32 or fp16")
         if self.draws < 1:
             raise BadFlagError(f"--draws {self.draws}: at least one draw is needed", "e.g. --draws 5")
         if any(not a > 0 for a in self.noise_levels) or not self.noise_levels:

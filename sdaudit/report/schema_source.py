@@ -63,7 +63,7 @@ SCHEMA: dict[str, Any] = {
                  "baseline", "layers", "ablation", "noise", "importance", "summary", "gate", "run"],
     "additionalProperties": False,
     "properties": {
-        "schema_version": {"const": "1.0"},
+        "schema_version": {"type": "string", "pattern": "^1\\.[0-9]+$"},
         "sdaudit_version": {"type": "string"},
         "model": {"type": "object", "required": ["path", "sha256", "inputs", "outputs", "output_used",
                   "output_kind", "opset", "ir_version"], "properties": {
@@ -88,7 +88,11 @@ SCHEMA: dict[str, Any] = {
                                    "provider": {"type": "string"},
                                    "threads": {"type": "integer", "minimum": 1},
                                    "onnxruntime_version": {"type": "string"},
-                                   "cut": {"type": "array", "items": {"type": "string"}}}},
+                                   "cut": {"type": "array", "items": {"type": "string"}},
+                                   "precision": {"enum": ["fp32", "fp16"]},
+                                   "io_binding": {"type": "boolean"},
+                                   "fp16_prediction_change": {"type": "number", "minimum": 0,
+                                                              "maximum": 1}}},
         "config": {"type": "object", "required": ["layers", "measures", "fractions", "draws", "seed",
                    "noise_levels", "ablation_value"]},
         "baseline": {"type": "object", "required": ["accuracy", "loss", "per_class_accuracy"],

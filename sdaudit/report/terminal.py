@@ -49,7 +49,9 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
     lines.append(f"{report.data['path']}  ({report.data['samples']} samples, "
                  f"{report.data['classes']} classes)\n")
     lines.append("runtime   ", style="dim")
-    lines.append(f"{report.runtime['provider']}, {report.runtime['threads']} threads\n")
+    precision = report.runtime.get("precision", "fp32")
+    lines.append(f"{report.runtime['provider']}, {report.runtime['threads']} threads"
+                 f"{', sweep in fp16' if precision == 'fp16' else ''}\n")
     lines.append("accuracy  ", style="dim")
     lines.append(f"{_f(float(report.baseline['accuracy']))} unablated "
                  f"(on the data given, with its labels)\n")

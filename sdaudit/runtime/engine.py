@@ -4,6 +4,10 @@
 * Per chunk, the prefix (everything no control can change) runs once; each configuration runs
   only the suffix, with its masks fed as inputs: no session is rebuilt during a sweep.
 * Several configurations are stacked in one batch (the cut tiled, one mask row per sample).
+* With CUDA, each chunk's cut is copied to the device once and bound (IO binding) for all its
+  configurations; only the small control rows travel per run.
+* ``precision="fp16"`` runs the sweep suffix in half precision, after checking on the first
+  chunk that it changes at most 0.5 % of the unablated model's predictions (else fp32).
 * Per configuration only counts and sums are kept (:class:`SweepCounts`), which merge by
   addition: a chunk × a set of configurations is a self-contained unit of work.
 """
@@ -34,6 +38,8 @@ Progress = Callable[[str, int, int], None]
 # and the memory of intermediate activations grows with it) or the tiled cut this many bytes.
 STACK_ROWS = 256
 STACK_BYTES = 32 << 20
+# fp16 is kept only if it changes at most this fraction of the unablated predictions.
+FP16_TOLERANCE = 0.005
 
 
 @dataclass
@@ -189,7 +195,8 @@ class Engine:
 
     def __init__(self, loaded: LoadedModel, layers: list[LayerInfo], *, device: str = "auto",
                  threads: int | None = None, ablation_value: str = "zero", noise: bool = True,
-                 seed: int = 0, chunk_size: int = 256, output: str | None = None) -> None:
+                 seed: int = 0, chunk_size: int = 256, output: str | None = None,
+                 precision: str = "fp32", io_binding: bool | None = None) -> None:
         from sdaudit.rewrite.batch import free_batch, has_fixed_batch
         from sdaudit.rewrite.instrument import instrument
         from sdaudit.rewrite.split import split
@@ -237,11 +244,14 @@ class Engine:
                                      self.threads, spin=False) if self._stats_split.prefix else None)
         self._stats_sess = make_session(self._stats_split.suffix.SerializeToString(), device,
                                         self.threads, spin=False)
-        self._sweep_sess = make_session(self._sweep_split.suffix.SerializeToString(), device,
-                                        self.threads)
-        self._noise_sess = (make_session(self._noise_split.suffix.SerializeToString(), device,
-                                         self.threads) if self._noise_split else None)
-        self.runtime: RuntimeInfo = runtime_info(self._stats_sess, device, self.threads)
+        self.device = device
+        self.precision = precision
+        self.fp16_changed: float | None = None  # share of predictions fp16 changed (chunk 1)
+        self._sweep_sess, self._noise_sess = self._sweep_sessions(precision)
+        self._runtime: RuntimeInfo = runtime_info(self._stats_sess, device, self.threads)
+        on_cuda = self._runtime.provider == "CUDAExecutionProvider"
+        self.io_binding = on_cuda if io_binding is None else io_binding
+        self._device_type = "cuda" if on_cuda else "cpu"
         self.cut = self._stats_split.cut
         for other in (self._sweep_split, self._noise_split):
             if other is not None and other.cut != self.cut:  # pragma: no cover - invariant
@@ -254,6 +264,28 @@ class Engine:
         if out_spec.shape and len(out_spec.shape) == 2 and isinstance(out_spec.shape[1], int):
             self.num_classes = out_spec.shape[1]
         self.notes: list[str] = []
+
+    def _sweep_sessions(self, precision: str) -> tuple[Any, Any]:
+        """Sessions of the sweep and noise suffixes, in ``precision``."""
+        from sdaudit.runtime.session import make_session
+
+        def build(part: SplitModel | None) -> Any:
+            if part is None:
+                return None
+            model = part.suffix
+            if precision == "fp16":
+                from sdaudit.rewrite.precision import to_fp16
+
+                model = to_fp16(model)
+            return make_session(model.SerializeToString(), self.device, self.threads)
+
+        return build(self._sweep_split), build(self._noise_split)
+
+    @property
+    def runtime(self) -> RuntimeInfo:
+        from dataclasses import replace
+
+        return replace(self._runtime, precision=self.precision, io_binding=self.io_binding)
 
     # -- pieces ------------------------------------------------------------------------------
     def _padded(self, x: np.ndarray) -> np.ndarray:
@@ -399,6 +431,11 @@ class Engine:
                     result.hist += np.bincount(flat.ravel(), minlength=result.hist.size).reshape(
                         result.hist.shape)
                 base = (pred, logp)
+            elif configs is not None:
+                # The unperturbed row always comes from the (fp32) statistics session.
+                out = self._stats_sess.run([self.output], {**cut, **ctl})[0][:n]
+                self._check_output(out, labels if n and labels[0] >= 0 else labels[:0])
+                base = (np.argmax(out, axis=1), _log_probs(out, bool(self.probabilities)))
             t2 = time.perf_counter()
             done += n
             if configs is not None:
@@ -453,6 +490,68 @@ class Engine:
         stats.unit_max = np.maximum(stats.unit_max, means.max(axis=0))
         np.add.at(stats.class_sums, y, means)
 
+    def _suffix_runner(self, sess: Any, tiled: dict[str, np.ndarray],
+                       rows: int) -> Callable[[int, dict[str, np.ndarray]], np.ndarray]:
+        """``run(g, controls)``: the suffix on the first ``g · rows`` rows of the tiled cut.
+
+        With IO binding the cut goes to the session's device once per chunk (and group size),
+        not once per configuration; the control rows are bound from host memory at each run.
+        """
+        if not self.io_binding:
+            def run(g: int, controls: dict[str, np.ndarray]) -> np.ndarray:
+                feeds = {name: v[: g * rows] for name, v in tiled.items()}
+                return np.asarray(sess.run([self.output], {**feeds, **controls})[0])
+
+            return run
+        from sdaudit.runtime.session import _ort
+
+        ort = _ort()
+        bound: dict[int, tuple[Any, list[Any]]] = {}
+
+        def run_bound(g: int, controls: dict[str, np.ndarray]) -> np.ndarray:
+            if g not in bound:
+                binding = sess.io_binding()
+                values = []
+                for name, v in tiled.items():
+                    value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v[: g * rows]),
+                                                             self._device_type, 0)
+                    binding.bind_ortvalue_input(name, value)
+                    values.append(value)  # the binding does not own them: keep them alive
+                binding.bind_output(self.output, "cpu")
+                bound[g] = (binding, values)
+            binding = bound[g][0]
+            for name, arr in controls.items():
+                binding.bind_cpu_input(name, arr)
+            sess.run_with_iobinding(binding)
+            return np.asarray(binding.copy_outputs_to_cpu()[0])
+
+        return run_bound
+
+    def _check_fp16(self, cut: dict[str, np.ndarray], n: int,
+                    reference: np.ndarray | None) -> None:
+        """Run the unablated model through the fp16 suffix on this chunk; keep fp16 only if it
+        changes at most FP16_TOLERANCE of the fp32 predictions (``reference``, or the
+        statistics session's where not given)."""
+        from sdaudit.rewrite.instrument import neutral_controls
+
+        if reference is None:
+            ref_out = self._stats_sess.run([self.output],
+                                           {**cut, **neutral_controls(self._stats, 1)})[0][:n]
+            reference = np.argmax(ref_out, axis=1)
+        rows = self.fixed_batch or n
+        ones = np.ones((1, self.units), dtype=np.float32)
+        out = self._sweep_sess.run([self.output],
+                                   {**cut, **self._controls(self._sweep, ones, rows)})[0][:n]
+        changed = float(np.mean(np.argmax(out, axis=1) != reference)) if n else 0.0
+        self.fp16_changed = changed
+        if changed > FP16_TOLERANCE:
+            self.notes.append(
+                f"--precision fp16 changed {100 * changed:.1f} % of the unablated model's "
+                f"predictions on the first chunk (limit {100 * FP16_TOLERANCE:.1f} %); the sweep "
+                "ran in fp32")
+            self.precision = "fp32"
+            self._sweep_sess, self._noise_sess = self._sweep_sessions("fp32")
+
     def _group_size(self, cut: dict[str, np.ndarray], n: int, configs: int) -> int:
         per_sample = sum(v.nbytes for v in cut.values()) / max(n, 1)
         by_bytes = int(STACK_BYTES // max(per_sample * n, 1))
@@ -487,11 +586,16 @@ class Engine:
         if has_noise and result.noise_counts is not None and self._noise is not None:
             jobs.append((self._noise_sess, self._noise, np.ones_like(noise_sd), noise_sd,
                          result.noise_counts))
+        if self.precision == "fp16" and self.fp16_changed is None:
+            self._check_fp16(cut, n, None if base_pred is None else base_pred)
+            jobs = [(self._sweep_sess, *jobs[0][1:]),
+                    *[(self._noise_sess, *job[1:]) for job in jobs[1:]]]
         for sess, inst, job_masks, job_noise, counts in jobs:
             m = len(job_masks)
             g_max = 1 if self.fixed_batch else self._group_size(cut, n, m)
             tiled = {name: (v if g_max == 1 else np.concatenate([v] * g_max))
                      for name, v in cut.items()}
+            run_suffix = self._suffix_runner(sess, tiled, self.fixed_batch or n)
             start = 0
             if job_noise is None and base_pred is not None:
                 # Row 0 is the unperturbed model, which the statistics run just computed.
@@ -504,11 +608,9 @@ class Engine:
                 g = stop - start
                 rows = self.fixed_batch or n
                 try:
-                    feeds = {name: v[: g * rows] for name, v in tiled.items()}
-                    feeds.update(self._controls(
+                    out = run_suffix(g, self._controls(
                         inst, job_masks[start:stop], rows,
                         None if job_noise is None else job_noise[start:stop], unit_mean))
-                    out = sess.run([self.output], feeds)[0]
                 except Exception as exc:
                     if not _out_of_memory(exc):
                         raise
@@ -517,6 +619,7 @@ class Engine:
                             "out of memory running one configuration on a chunk of "
                             f"{rows} samples", "lower --chunk-size") from None
                     g_max = max(1, g_max // 2)
+                    run_suffix = self._suffix_runner(sess, tiled, rows)  # frees bound copies
                     self.notes.append(f"ran out of memory with {g} configurations per run; "
                                       f"went on with {g_max}")
                     continue

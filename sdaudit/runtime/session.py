@@ -32,6 +32,8 @@ class RuntimeInfo:
     provider: str
     threads: int
     onnxruntime_version: str
+    precision: str = "fp32"  # of the sweep suffix; prefix and statistics are always fp32
+    io_binding: bool = False  # cut tensors bound on the device once per chunk
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -39,6 +41,8 @@ class RuntimeInfo:
             "provider": self.provider,
             "threads": self.threads,
             "onnxruntime_version": self.onnxruntime_version,
+            "precision": self.precision,
+            "io_binding": self.io_binding,
         }
 
 

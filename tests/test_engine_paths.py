@@ -1,0 +1,84 @@
+"""The engine's alternative paths give the numbers of the plain one: IO binding (the CUDA path,
+exercised here on the CPU) and half precision (checked, with its fp32 fallback)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx_graphsurgeon as gs
+import pytest
+from models import _export, save
+
+from sdaudit.api import audit
+from sdaudit.config import AuditConfig
+from sdaudit.report.json_io import dumps
+
+ROOT = Path(__file__).resolve().parents[1]
+CNN = ROOT / "samples" / "digits-cnn.onnx"
+DATA = ROOT / "samples" / "digits-test.npz"
+
+
+def _run(**kw: object) -> dict:
+    config = AuditConfig(measures=("ablation", "noise"), draws=2, per_layer=False, device="cpu",
+                         chunk_size=64, **kw)  # type: ignore[arg-type]
+    return json.loads(dumps(audit(str(CNN), str(DATA), config)))
+
+
+def test_io_binding_gives_the_plain_runs_numbers():
+    plain, bound = _run(io_binding=False), _run(io_binding=True)
+    assert plain["runtime"]["io_binding"] is False
+    assert bound["runtime"]["io_binding"] is True
+    for part in ("ablation", "noise"):
+        assert bound[part] == plain[part]
+
+
+def test_fp16_curves_stay_within_0005_of_fp32():
+    fp32, fp16 = _run(), _run(precision="fp16")
+    assert fp16["runtime"]["precision"] == "fp16"
+    assert 0 <= fp16["runtime"]["fp16_prediction_change"] <= 0.005
+    assert fp16["baseline"] == fp32["baseline"]  # the statistics run stays fp32
+    a32, a16 = (np.array(r["ablation"]["accuracy_mean"]) for r in (fp32, fp16))
+    assert np.abs(a32 - a16).max() <= 0.005
+    n32, n16 = (np.array(r["noise"]["accuracy_mean"]) for r in (fp32, fp16))
+    assert np.abs(n32 - n16).max() <= 0.005
+    assert fp16["ablation"]["accuracy_mean"] != fp32["ablation"]["accuracy_mean"] or \
+        fp16["runtime"]["fp16_prediction_change"] == 0.0
+
+
+def _near_tie(tmp_path: Path) -> tuple[Path, Path]:
+    """Class 1's weight 1.0002 rounds to 1.0 in float16 (spacing 2^-10 near 1): in fp32 class 1
+    wins every sample with x0 > 0, in fp16 the logits tie and class 0 (the first) wins::
+
+        x[N,2] ─Gemm(I)─► h ─Relu─► a[N,2] ─Gemm(W = [[1, 1.0002], [0, 0]])─► logits[N,2]
+
+    Samples of class 1 have x0 > 0, those of class 0 x0 < 0 (a0 = 0: a tie in both, class 0).
+    """
+    x = gs.Variable("x", dtype=np.float32, shape=["N", 2])
+    h, a = gs.Variable("h", dtype=np.float32), gs.Variable("a", dtype=np.float32)
+    logits = gs.Variable("logits", dtype=np.float32, shape=["N", 2])
+    w = np.array([[1.0, 1.0002], [0.0, 0.0]], dtype=np.float32)
+    graph = gs.Graph(inputs=[x], outputs=[logits], nodes=[
+        gs.Node("Gemm", inputs=[x, gs.Constant("I", np.eye(2, dtype=np.float32))], outputs=[h]),
+        gs.Node("Relu", inputs=[h], outputs=[a]),
+        gs.Node("Gemm", inputs=[a, gs.Constant("W", w)], outputs=[logits]),
+    ])
+    model = save(_export(graph, 17), tmp_path / "tie.onnx")
+    y = np.repeat(np.arange(2), 30)
+    xs = np.stack([np.where(y == 1, 1.0, -1.0) * np.linspace(0.5, 2.0, 60), np.ones(60)], axis=1)
+    data = tmp_path / "tie.npz"
+    np.savez(data, x=xs.astype(np.float32), y=y)
+    return model, data
+
+
+def test_fp16_that_changes_predictions_falls_back_to_fp32(tmp_path):
+    model, data = _near_tie(tmp_path)
+    config = AuditConfig(measures=("ablation",), draws=2, device="cpu", precision="fp16")
+    report = json.loads(dumps(audit(str(model), str(data), config)))
+    assert report["runtime"]["precision"] == "fp32"
+    assert report["runtime"]["fp16_prediction_change"] == pytest.approx(0.5)
+    assert any("fp16 changed" in note for note in report["summary"]["notes"])
+    plain = json.loads(dumps(audit(str(model), str(data), AuditConfig(measures=("ablation",), draws=2,
+                                                     device="cpu"))))
+    assert report["ablation"] == plain["ablation"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmark (issue 6): the reference sweep and a ResNet-50 at 224×224 on 5,000 synthetic
-# images with ONNX Runtime's CUDA provider, checked against the CPU run of the reference sweep.
+# images with ONNX Runtime's CUDA provider, checked against the CPU run of the reference sweep;
+# IO binding on and off, fp32 and fp16 (curves within 0.005).
 # Meant for one H100 within 8 minutes: `bash bench/gpu.sh [OUT]`. Prints a table.
 # NOT YET RUN: no session so far had a GPU machine; the first one that does should run it and
 # put the table in docs/performance.md.
@@ -8,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/sdaudit-gpu}
 PY=${PYTHON:-python3}
+# Smoke test without a GPU: DEVICE=cpu R50_IMAGES=16 bash bench/gpu.sh /tmp/gpu-smoke
+DEVICE=${DEVICE:-cuda}
+R50_IMAGES=${R50_IMAGES:-5000}
 mkdir -p "$OUT"
 $PY - <<'PYEOF'
 import onnxruntime as ort
@@ -16,7 +20,7 @@ if hasattr(ort, "preload_dlls"):
     ort.preload_dlls()
 PYEOF
 # Models and data (ResNet-20 trained briefly on digits, ResNet-50 with random weights).
-$PY - "$OUT" <<'PYEOF'
+$PY - "$OUT" "$R50_IMAGES" <<'PYEOF'
 import sys
 from pathlib import Path
 sys.path.insert(0, "bench")
@@ -27,34 +31,53 @@ out = Path(sys.argv[1])
 speed.prepare(out)
 if not (out / "resnet50.onnx").exists():
     speed._export(resnet50().eval(), torch.zeros(1, 3, 224, 224), str(out / "resnet50.onnx"))
-if not (out / "synthetic224-5000.npz").exists():
+n = int(sys.argv[2])
+if not (out / f"synthetic224-{n}.npz").exists():
     rng = np.random.default_rng(0)
-    np.savez(out / "synthetic224-5000.npz", x=rng.standard_normal((5000, 3, 224, 224), dtype=np.float32))
+    np.savez(out / f"synthetic224-{n}.npz", x=rng.standard_normal((n, 3, 224, 224), dtype=np.float32))
 PYEOF
 L20=$($PY -c "import sys; sys.path.insert(0,'bench'); import speed; print(','.join(speed.block_outputs('$OUT/resnet20.onnx')))")
 L50=$($PY -c "import sys; sys.path.insert(0,'bench'); import speed; print(','.join(speed.block_outputs('$OUT/resnet50.onnx')))")
 COMMON=(--measure ablation --no-per-layer --draws 5 --seed 0 --format json -q)
-run() {  # device model data layers -> report file, wall seconds on stdout
-  local start end
+run() {  # name device model data layers [extra flags...] -> OUT/name.json; wall seconds to OUT/name.s
+  local name=$1 device=$2 model=$3 data=$4 layers=$5 start end
+  shift 5
   start=$(date +%s.%N)
-  sdaudit scan "$2" --data "$3" --layers "$4" --device "$1" "${COMMON[@]}" > "$5"
+  sdaudit scan "$model" --data "$data" --layers "$layers" --device "$device" "${COMMON[@]}" "$@" \
+    > "$OUT/$name.json"
   end=$(date +%s.%N)
-  echo "$end - $start" | bc
+  echo "$end - $start" | bc > "$OUT/$name.s"
 }
-T20C=$(run cpu "$OUT/resnet20.onnx" "$OUT/digits32-1024.npz" "$L20" "$OUT/r20-cpu.json")
-T20G=$(run cuda "$OUT/resnet20.onnx" "$OUT/digits32-1024.npz" "$L20" "$OUT/r20-cuda.json")
-T50G=$(run cuda "$OUT/resnet50.onnx" "$OUT/synthetic224-5000.npz" "$L50" "$OUT/r50-cuda.json")
-$PY - "$OUT" "$T20C" "$T20G" "$T50G" <<'PYEOF'
+run r20-cpu cpu "$OUT/resnet20.onnx" "$OUT/digits32-1024.npz" "$L20"
+run r20-cuda "$DEVICE" "$OUT/resnet20.onnx" "$OUT/digits32-1024.npz" "$L20"
+run r20-cuda-nobind "$DEVICE" "$OUT/resnet20.onnx" "$OUT/digits32-1024.npz" "$L20" --no-io-binding
+run r20-cuda-fp16 "$DEVICE" "$OUT/resnet20.onnx" "$OUT/digits32-1024.npz" "$L20" --precision fp16
+run r50-cuda "$DEVICE" "$OUT/resnet50.onnx" "$OUT/synthetic224-$R50_IMAGES.npz" "$L50"
+run r50-cuda-fp16 "$DEVICE" "$OUT/resnet50.onnx" "$OUT/synthetic224-$R50_IMAGES.npz" "$L50" --precision fp16
+$PY - "$OUT" <<'PYEOF'
 import json, sys
-out, t20c, t20g, t50g = sys.argv[1], *map(float, sys.argv[2:])
-cpu = json.load(open(f"{out}/r20-cpu.json")); gpu = json.load(open(f"{out}/r20-cuda.json"))
-r50 = json.load(open(f"{out}/r50-cuda.json"))
-diff = max(abs(a - b) for a, b in zip(cpu["ablation"]["accuracy_mean"], gpu["ablation"]["accuracy_mean"]))
-print("| sweep | provider | wall (s) | ablation AUC |")
-print("|---|---|---:|---:|")
-print(f"| ResNet-20, 1,024 images | {cpu['runtime']['provider']} | {t20c:.1f} | {cpu['summary']['ablation_auc']:.4f} |")
-print(f"| ResNet-20, 1,024 images | {gpu['runtime']['provider']} | {t20g:.1f} | {gpu['summary']['ablation_auc']:.4f} |")
-print(f"| ResNet-50, 5,000 images | {r50['runtime']['provider']} | {t50g:.1f} | {r50['summary']['ablation_auc']:.4f} |")
-print(f"\nLargest accuracy difference CPU vs CUDA on the reference sweep: {diff:.4f} (limit 0.01)")
-sys.exit(0 if diff <= 0.01 else 1)
+from pathlib import Path
+out = Path(sys.argv[1])
+runs = {}
+for name in ("r20-cpu", "r20-cuda", "r20-cuda-nobind", "r20-cuda-fp16", "r50-cuda", "r50-cuda-fp16"):
+    runs[name] = (json.loads((out / f"{name}.json").read_text()), float((out / f"{name}.s").read_text()))
+def diff(a, b):
+    return max(abs(x - y) for x, y in zip(runs[a][0]["ablation"]["accuracy_mean"],
+                                          runs[b][0]["ablation"]["accuracy_mean"]))
+print("| sweep | provider | IO binding | precision | wall (s) | ablation AUC |")
+print("|---|---|---|---|---:|---:|")
+for name, (r, t) in runs.items():
+    what = ("ResNet-20, 1,024 images" if name.startswith("r20") else
+            f"ResNet-50, {r['data']['samples']:,} images")
+    rt = r["runtime"]
+    print(f"| {what} | {rt['provider']} | {'on' if rt['io_binding'] else 'off'} | "
+          f"{rt['precision']} | {t:.1f} | {r['summary']['ablation_auc']:.4f} |")
+checks = [("CPU vs CUDA, ResNet-20", diff("r20-cpu", "r20-cuda"), 0.01),
+          ("IO binding on vs off, ResNet-20", diff("r20-cuda", "r20-cuda-nobind"), 0.0),
+          ("fp16 vs fp32, ResNet-20", diff("r20-cuda", "r20-cuda-fp16"), 0.005),
+          ("fp16 vs fp32, ResNet-50", diff("r50-cuda", "r50-cuda-fp16"), 0.005)]
+print()
+for label, d, limit in checks:
+    print(f"Largest accuracy difference, {label}: {d:.4f} (limit {limit})")
+sys.exit(0 if all(d <= limit for _, d, limit in checks) else 1)
 PYEOF

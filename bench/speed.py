@@ -208,7 +208,7 @@ def run_floor(args: argparse.Namespace) -> dict[str, object]:
     _, inst, _ = _sdaudit_models(args)
     parts = split(inst, ("logits",))
     x = np.load(args.data)["x"]
-    prefix = make_session(parts.prefix.SerializeToString(), "cpu")
+    prefix = make_session(parts.prefix.SerializeToString(), "cpu", spin=False)  # as sdaudit
     suffix = make_session(parts.suffix.SerializeToString(), "cpu")
     masks = masks_for(sum(la.channels for la in inst.layers))
     offsets = np.cumsum([0, *[la.channels for la in inst.layers]])

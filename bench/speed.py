@@ -244,15 +244,20 @@ def measure(method: str, model: str, data: str, layers: list[str], weights: str 
     """Run one method in a fresh process; its wall time, peak memory and curve."""
     cmd = [sys.executable, __file__, "--worker", method, "--model", model, "--data", data,
            "--layers", ",".join(layers), "--torch-weights", weights]
+    t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
+    process_s = time.perf_counter() - t0
     if status != 0:
         raise SystemExit(f"{method} failed")
     result = json.loads(out.strip().splitlines()[-1])
     # A child's own children (the sdaudit CLI) count in RUSAGE_CHILDREN of the child, which
     # wait4 reports as the larger of the two.
     result["peak_mib"] = round(usage.ru_maxrss / 1024, 1)
+    # The whole process: interpreter start, imports (torch, onnxruntime), loading the model and
+    # data, the sweep. For sdaudit that is its own CLI process ("seconds").
+    result["process_s"] = result["seconds"] if method == "sdaudit" else process_s
     return result
 
 
@@ -359,8 +364,14 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str]) -> st
         f"ablated jointly, {len(FRACTIONS)} fractions × {DRAWS} draws + the unablated model = "
         f"{configs} configurations. Each method in its own process; peak memory is the process's "
         "maximum resident set.", "",
-        "| method | wall time (s) | images × configurations / s | peak memory (MiB) | × floor |",
-        "|---|---:|---:|---:|---:|",
+        "Two times per method: the *timed part* is the sweep loop alone (model, sessions and "
+        "data ready) for b, c, d, and the whole CLI run (start-up, loading, rewriting, checking, "
+        "the unablated statistics, the sweep, the report) for sdaudit; the *whole process* is "
+        "from interpreter start to exit for every method (for the hooks: importing torch, "
+        "building the net, loading the data).", "",
+        "| method | timed part (s) | whole process (s) | images × configurations / s | "
+        "peak memory (MiB) | × floor |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     floor = rows.get("floor", {}).get("seconds")
     for name, label in (("sdaudit", "a. sdaudit scan --measure ablation (whole CLI run)"),
@@ -371,21 +382,30 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str]) -> st
             continue
         r = rows[name]
         ratio = f"{r['seconds'] / floor:.2f}" if floor else "–"
-        lines.append(f"| {label} | {r['seconds']:.2f} | {1024 * configs / r['seconds']:,.0f} | "
-                     f"{r['peak_mib']:.0f} | {ratio} |")
+        whole = f"{r['process_s']:.2f}" if "process_s" in r else "–"
+        lines.append(f"| {label} | {r['seconds']:.2f} | {whole} | "
+                     f"{1024 * configs / r['seconds']:,.0f} | {r['peak_mib']:.0f} | {ratio} |")
     if "hooks" in rows:
         hooks = rows["hooks"]["seconds"]
-        vs_hooks, vs_floor = rows["sdaudit"]["seconds"] / hooks, rows["sdaudit"]["seconds"] / floor
-        lines += ["", f"sdaudit takes {vs_hooks:.3f} × the PyTorch-hooks time (target ≤ 0.1: "
-                  f"{'met' if vs_hooks <= 0.1 else 'NOT met'}) and {vs_floor:.2f} × the floor "
-                  f"(target ≤ 1.3: {'met' if vs_floor <= 1.3 else 'NOT met'}). The floor itself "
-                  f"takes {floor / hooks:.3f} × the hooks time, so on this machine the 0.1 target "
-                  "asks sdaudit's whole run (start-up, rewriting and checking the graph, the "
-                  "unablated statistics) to cost about what the floor's bare loop does. It gets "
-                  "there by doing less: identical configurations run once (the five draws at "
-                  "fraction 0 and the unablated model are one run, from the statistics run: 45 "
-                  "suffix runs per chunk where the floor does 51). Run-to-run noise on this "
-                  "machine is about ±5 % for every row."]
+        sd = rows["sdaudit"]["seconds"]
+        vs_hooks, vs_floor = sd / hooks, sd / floor
+        like = sd / rows["hooks"].get("process_s", hooks)
+
+        def verdict(v: float, limit: float) -> str:
+            return "met" if v <= limit else "NOT met"
+
+        lines += ["", f"Against the hooks, like for like (whole process against whole process): "
+                  f"sdaudit takes {like:.3f} × the time (target ≤ 0.1: {verdict(like, 0.1)}). "
+                  f"Strictly (sdaudit's whole run against the hooks' sweep loop alone): "
+                  f"{vs_hooks:.3f} × ({verdict(vs_hooks, 0.1)}). Against the floor: "
+                  f"{vs_floor:.2f} × (target ≤ 1.3: {verdict(vs_floor, 1.3)}). "
+                  f"The floor's loop itself takes {floor / hooks:.3f} × the hooks' loop, so on "
+                  "this machine the strict reading asks sdaudit's whole run (start-up, rewriting "
+                  "and checking the graph, the unablated statistics) to cost about what the "
+                  "floor's bare loop does. sdaudit gets close by doing less: identical "
+                  "configurations run once (the five draws at fraction 0 and the unablated model "
+                  "are one run, taken from the statistics run: 45 suffix runs per chunk where the "
+                  "floor does 51). Run-to-run noise on this machine is about ±5 % for every row."]
     lines += ["", "Accuracy curves (mean over draws, fractions 0 … 0.9):", ""]
     for name in ("sdaudit", "hooks", "naive"):
         if name in rows:

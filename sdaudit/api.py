@@ -336,9 +336,13 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
                                          for alpha in config.noise_levels])
         if config.ablation_value == "mean":
             unit_mean = base.mean.astype(np.float32)
+        # Noise row i (level-major) uses draw i mod draws: one standard-normal draw per chunk
+        # serves that draw at every level (common random numbers).
+        noise_draw = np.tile(np.arange(config.draws), len(noise_rows) // config.draws)
         # The estimate comes from the sweep pass itself: the statistics run costs something
         # else per sample than a configuration does.
-        second = engine.run_pass(data, configs=Configs(np.concatenate(rows), noise_rows),
+        second = engine.run_pass(data, configs=Configs(np.concatenate(rows), noise_rows,
+                                                       noise_draw),
                                  unit_mean=unit_mean, progress=hooks.progress, phase="sweeps",
                                  hist=None if separate_hist else hist_spec, calibrated=calibrated)
         counts, noise_counts = second.mask_counts, second.noise_counts

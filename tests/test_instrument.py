@@ -249,3 +249,63 @@ def test_weights_passed_through_identity_stay_in_the_suffix():
     got = _session(parts.suffix).run(["logits"], {"a": np.concatenate([a, a]),
                                                   **neutral_controls(inst, 10)})[0]
     np.testing.assert_allclose(got[:5], np.maximum(x @ w0, 0) @ w1, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [11, 17, 21])
+def test_noise_from_an_input_is_the_closed_form(opset):
+    """noise_source="input": T' = T + ε · sd with ε fed; against numpy for the dense net, and the
+    conv net's [N, C, H, W] draw broadcast with a per-channel s.d."""
+    model, w = models.mlp(opset)
+    inst = instrument(model, select_layers(discover_layers(model), "all"), noise_source="input")
+    assert len(inst.eps_inputs) == 1
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    eps = rng.standard_normal((5, 3)).astype(np.float32)
+    sd = np.array([[0.5, 0.0, 2.0]], dtype=np.float32)
+    feeds = {"x": x, **neutral_controls(inst, 1), inst.eps_inputs[0]: eps,
+             inst.noise_inputs[0]: sd}
+    got = _session(inst.model).run(["logits"], feeds)[0]
+    hidden = _relu(x @ w["W0"] + w["b0"]) + eps * sd
+    np.testing.assert_allclose(got, hidden @ w["W1"] + w["b1"], atol=1e-5)
+    # Neutral controls (a broadcasting zero draw) give the original model.
+    clean = _session(inst.model).run(["logits"], {"x": x, **neutral_controls(inst, 1)})[0]
+    np.testing.assert_allclose(clean, _session(model).run(["logits"], {"x": x})[0], atol=1e-6)
+
+    cmodel, cw = models.conv(opset)
+    cinst = instrument(cmodel, discover_layers(cmodel), noise_source="input")
+    xc = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    ec = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    sdc = np.array([[1.0, 0.0, 0.25]], dtype=np.float32)
+    out = _session(cinst.model).run(["logits"], {"x": xc, **neutral_controls(cinst, 1),
+                                                 cinst.eps_inputs[0]: ec,
+                                                 cinst.noise_inputs[0]: sdc})[0]
+    r = _relu(_conv_ref(xc, cw["K"], cw["c"])) + ec * sdc[0][None, :, None, None]
+    np.testing.assert_allclose(out, r.mean(axis=(2, 3)) @ cw["W"] + cw["b"], atol=1e-5)
+
+
+def test_noise_generator_draws_standard_normals_reproducibly():
+    from sdaudit.rewrite.instrument import noise_generator
+
+    model, _ = models.conv(17)
+    inst = instrument(model, discover_layers(model), noise_source="input")
+    gen = noise_generator(inst, seed=5)
+    name = inst.eps_inputs[0]
+    shape = {name + "_shape": np.array([4000, 3, 5, 5], dtype=np.int64)}
+    first, second = _session(gen).run([name], shape)[0], _session(gen).run([name], shape)[0]
+    assert first.shape == (4000, 3, 5, 5)
+    np.testing.assert_array_equal(first, second)  # same seed, same first draw
+    assert abs(float(first.mean())) < 0.01
+    assert float(first.std()) == pytest.approx(1.0, abs=0.01)
+    sess = _session(gen)
+    a, b = sess.run([name], shape)[0], sess.run([name], shape)[0]
+    assert np.abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01  # later runs draw anew
+
+
+def test_shape_unknown_refuses_input_noise():
+    model, _ = models.mlp(17)
+    layers = select_layers(discover_layers(model), "all")
+    from dataclasses import replace
+
+    open_shape = [replace(layers[0], shape=("N", None))]
+    with pytest.raises(RewriteError, match="not known"):
+        instrument(model, open_shape, noise_source="input", verify=False)

@@ -103,6 +103,20 @@ def test_noise_curve_matches_the_gaussian_closed_form(tmp_path):
     assert d["ablation"] is None
 
 
+def test_noise_levels_share_each_draw(tmp_path):
+    """Common random numbers: a draw's standard-normal ε serves every level, so two levels a
+    millionth apart give the same accuracy draw by draw (independent draws would differ by
+    about 0.003 on 4,000 samples), and the draws of one level still differ from each other."""
+    model = models.save(models.counting_net(units=10, threshold=4.5), tmp_path / "m.onnx")
+    data = models.counting_data(tmp_path / "d.npz", per_class=2000)
+    report = audit(model, data, AuditConfig(measures=("noise",), noise_levels=(2.0, 2.000002),
+                                            draws=3, device="cpu"))
+    d = _validate(report)
+    acc = d["noise"]["accuracy_mean"]
+    assert acc[0] == acc[1]
+    assert d["noise"]["accuracy_std"][0] > 0  # three different draws
+
+
 def test_measure_ablation_runs_only_that(counting):
     model, data = counting
     d = _validate(audit(model, data, AuditConfig(measures=("ablation",), device="cpu")))

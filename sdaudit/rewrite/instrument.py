@@ -11,6 +11,10 @@ For each selected tensor T with channel axis c::
 ``mask``, ``fill`` and ``noise_sd`` are new graph inputs of shape [1, C] (one value per channel
 for the whole batch) or [N, C] (one row per sample). Ones, zeros and zeros give the original
 outputs: the pass checks exactly that before it returns.
+
+With ``noise_source="input"`` the standard-normal draw is an input too, ``<T>.eps`` (T's shape,
+or [1, ...] to broadcast), instead of an in-graph RandomNormalLike: the engine then draws it once
+per chunk and draw (:func:`noise_generator`) and reuses it across noise levels.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 MASK_SUFFIX = ".mask"
 FILL_SUFFIX = ".fill"
 NOISE_SUFFIX = ".noise_sd"
+EPS_SUFFIX = ".eps"
 MEAN_SUFFIX = ".mean"
 SQMEAN_SUFFIX = ".sqmean"
 EQUIVALENCE_ATOL = 1e-5
@@ -47,10 +52,11 @@ class InstrumentedModel:
     mean_outputs: tuple[str, ...] = field(default=())
     sqmean_outputs: tuple[str, ...] = field(default=())
     model_outputs: tuple[str, ...] = field(default=())
+    eps_inputs: tuple[str, ...] = field(default=())  # with noise_source="input"
 
     @property
     def control_inputs(self) -> tuple[str, ...]:
-        return self.mask_inputs + self.fill_inputs + self.noise_inputs
+        return self.mask_inputs + self.fill_inputs + self.noise_inputs + self.eps_inputs
 
 
 def _broadcast_shape(layer: LayerInfo) -> list[int] | None:
@@ -73,11 +79,13 @@ def instrument(
     stats: bool = True,
     seed: int = 0,
     verify: bool = True,
+    noise_source: str = "graph",
 ) -> InstrumentedModel:
     """Add mask (and optionally fill and noise) inputs and statistics outputs at ``layers``.
 
     ``seed`` seeds the in-graph RandomNormalLike of each layer (seed + layer position), so a run
-    that feeds the same controls in the same order draws the same noise.
+    that feeds the same controls in the same order draws the same noise. ``noise_source="input"``:
+    the draw is a graph input ``<T>.eps`` instead (needs T's shape known but for the batch).
     """
     import onnx
     import onnx_graphsurgeon as gs
@@ -98,6 +106,7 @@ def instrument(
     noises: list[str] = []
     means: list[str] = []
     sqmeans: list[str] = []
+    epses: list[str] = []
 
     def new_name(base: str) -> str:
         if base in taken:
@@ -155,8 +164,17 @@ def instrument(
             noises.append(layer.name + NOISE_SUFFIX)
             # Drawn from the masked tensor (same shape) so the draw happens per configuration,
             # downstream of the controls, and never lands in the cached prefix.
-            eps = op("RandomNormalLike", [current], ".eps",
-                     {"mean": 0.0, "scale": 1.0, "seed": float(seed + position)})
+            if noise_source == "input":
+                if not all(isinstance(d, int) for d in layer.shape[1:]):
+                    raise RewriteError(f"the shape of {layer.name!r} is not known: noise needs "
+                                       "in-graph draws there")
+                eps = gs.Variable(new_name(layer.name + EPS_SUFFIX), dtype=dtype,
+                                  shape=["eps_batch", *layer.shape[1:]])
+                graph.inputs.append(eps)
+                epses.append(eps.name)
+            else:
+                eps = op("RandomNormalLike", [current], EPS_SUFFIX,
+                         {"mean": 0.0, "scale": 1.0, "seed": float(seed + position)})
             scaled = op("Mul", [eps, sd_var], ".noise")
             current = op("Add", [current, scaled], ".noisy")
         for node in consumers:
@@ -189,7 +207,7 @@ def instrument(
         raise RewriteError(f"the instrumented model is invalid: {first_line(exc)}") from None
     result = InstrumentedModel(
         result_model, tuple(layers), tuple(masks), tuple(fills), tuple(noises), tuple(means),
-        tuple(sqmeans), tuple(original_outputs),
+        tuple(sqmeans), tuple(original_outputs), tuple(epses),
     )
     if verify:
         verify_equivalence(model, result)
@@ -219,7 +237,39 @@ def neutral_controls(inst: InstrumentedModel, batch: int = 1) -> dict[str, np.nd
     for names in (inst.fill_inputs, inst.noise_inputs):
         for layer, name in zip(inst.layers, names, strict=bool(names)):
             feeds[name] = np.zeros((batch, layer.channels), dtype=np.float32)
+    for layer, name in zip(inst.layers, inst.eps_inputs, strict=bool(inst.eps_inputs)):
+        dims = tuple(d if isinstance(d, int) else 1 for d in layer.shape[1:])
+        feeds[name] = np.zeros((1, *dims), dtype=np.float32)  # broadcasts
     return feeds
+
+
+def noise_generator(inst: InstrumentedModel, seed: int) -> onnx.ModelProto:
+    """A model drawing the standard-normal ``<T>.eps`` of each layer of ``inst``::
+
+        "<T>.eps_shape" int64[rank] ─ConstantOfShape─► zeros ─RandomNormalLike(seed + i)─► "<T>.eps"
+
+    Its RandomNormalLike nodes keep their state between runs (ONNX Runtime seeds each once), so
+    the same sequence of runs draws the same numbers.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes, inputs, outputs = [], [], []
+    for position, (layer, name) in enumerate(zip(inst.layers, inst.eps_inputs, strict=True)):
+        rank = len(layer.shape)
+        inputs.append(helper.make_tensor_value_info(name + "_shape", TensorProto.INT64, [rank]))
+        nodes.append(helper.make_node(
+            "ConstantOfShape", [name + "_shape"], [name + "_zeros"],
+            value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])))
+        nodes.append(helper.make_node("RandomNormalLike", [name + "_zeros"], [name],
+                                      mean=0.0, scale=1.0, seed=float(seed + position)))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                     ["eps_batch", *layer.shape[1:]]))
+    graph = helper.make_graph(nodes, "sdaudit_noise", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
 
 
 def probe_inputs(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sdaudit.errors import DataError, ModelError
+from sdaudit.errors import DataError, ModelError, RewriteError
 
 if TYPE_CHECKING:
     from sdaudit.data.base import Dataset
@@ -120,6 +120,9 @@ class Configs:
 
     masks: np.ndarray
     noise_sd: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    # [Q] the draw of each noise row: rows of one draw share one standard-normal draw per chunk
+    # (common random numbers across noise levels). None: every row its own draw.
+    noise_draw: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -170,10 +173,11 @@ def _out_of_memory(exc: BaseException) -> bool:
                                    "out of memory"))
 
 
-def _accumulate(counts: SweepCounts, rows: slice, logp: np.ndarray, pred: np.ndarray,
+def _accumulate(counts: SweepCounts, rows: np.ndarray, logp: np.ndarray, pred: np.ndarray,
                 y: np.ndarray, base_pred: np.ndarray, base_logp: np.ndarray,
                 base_p: np.ndarray | None = None) -> None:
-    """Add one group's results ([g, n, K] log-probabilities, [g, n] predictions) to ``counts``.
+    """Add one group's results ([g, n, K] log-probabilities, [g, n] predictions) to ``counts``
+    rows ``rows`` (g distinct indices).
 
     ``base_p``: ``exp(base_logp)``, passed in when the caller has it for the whole chunk.
     """
@@ -186,7 +190,7 @@ def _accumulate(counts: SweepCounts, rows: slice, logp: np.ndarray, pred: np.nda
         base_p = np.exp(base_logp)
     counts.kl[rows] += np.nansum(base_p[None] * (base_logp[None] - logp), axis=(1, 2))
     k = counts.class_correct.shape[1]
-    for i, row in enumerate(range(*rows.indices(len(counts.correct)))):
+    for i, row in enumerate(rows):
         counts.class_correct[row] += np.bincount(y[hit[i]], minlength=k)[:k]
 
 
@@ -233,8 +237,17 @@ class Engine:
                                                     fill=fill, seed=seed)
         self._sweep = instrument(model, layers, noise=False, stats=False, fill=fill, seed=seed,
                                  verify=False)
-        self._noise = (instrument(model, layers, noise=True, stats=False, seed=seed, verify=False)
-                       if noise else None)
+        self._noise: InstrumentedModel | None = None
+        if noise:
+            # The noise's standard-normal draw as an input, drawn once per chunk and draw and
+            # shared by every noise level (common random numbers: one draw costs more than a run
+            # of the suffix); in-graph draws per run where a layer's shape is not fully known.
+            try:
+                self._noise = instrument(model, layers, noise=True, stats=False, seed=seed,
+                                         verify=False, noise_source="input")
+            except RewriteError:
+                self._noise = instrument(model, layers, noise=True, stats=False, seed=seed,
+                                         verify=False)
         stat_outputs = self._stats.mean_outputs + self._stats.sqmean_outputs
         self._stats_split: SplitModel = split(self._stats, (self.output, *stat_outputs))
         self._sweep_split = split(self._sweep, (self.output,))
@@ -248,6 +261,12 @@ class Engine:
         self.precision = precision
         self.fp16_changed: float | None = None  # share of predictions fp16 changed (chunk 1)
         self._sweep_sess, self._noise_sess = self._sweep_sessions(precision)
+        self._eps_sess = None
+        if self._noise is not None and self._noise.eps_inputs:
+            from sdaudit.rewrite.instrument import noise_generator
+
+            self._eps_sess = make_session(noise_generator(self._noise, seed).SerializeToString(),
+                                          device, self.threads, spin=False)
         self._runtime: RuntimeInfo = runtime_info(self._stats_sess, device, self.threads)
         on_cuda = self._runtime.provider == "CUDAExecutionProvider"
         self.io_binding = on_cuda if io_binding is None else io_binding
@@ -390,7 +409,7 @@ class Engine:
         if configs is not None:
             # Identical masks (every draw's fraction 0, say) give identical results: run each once.
             unique, expand = _unique_rows(configs.masks)
-            configs = Configs(unique, configs.noise_sd)
+            configs = Configs(unique, configs.noise_sd, configs.noise_draw)
         ctl = neutral_controls(self._stats, 1)
         unit_idx = np.arange(self.units)
         total = data.num_samples * (1 + (0 if configs is None else
@@ -581,32 +600,44 @@ class Engine:
         base_p: np.ndarray | None = None
         if unlabelled and base_pred is not None:
             y = base_pred
-        jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None, SweepCounts]] = [
-            (self._sweep_sess, self._sweep, masks, None, result.mask_counts)]
-        if has_noise and result.noise_counts is not None and self._noise is not None:
-            jobs.append((self._noise_sess, self._noise, np.ones_like(noise_sd), noise_sd,
-                         result.noise_counts))
         if self.precision == "fp16" and self.fp16_changed is None:
             self._check_fp16(cut, n, None if base_pred is None else base_pred)
-            jobs = [(self._sweep_sess, *jobs[0][1:]),
-                    *[(self._noise_sess, *job[1:]) for job in jobs[1:]]]
-        for sess, inst, job_masks, job_noise, counts in jobs:
+        # (session, instrumented model, masks, noise s.d. or None, counts, their rows, draws eps)
+        jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None, SweepCounts,
+                         np.ndarray, bool]] = [
+            (self._sweep_sess, self._sweep, masks, None, result.mask_counts,
+             np.arange(len(masks)), False)]
+        if has_noise and result.noise_counts is not None and self._noise is not None:
+            ones = np.ones_like(noise_sd)
+            if self._eps_sess is None:
+                jobs.append((self._noise_sess, self._noise, ones, noise_sd, result.noise_counts,
+                             np.arange(len(noise_sd)), False))
+            else:
+                draws = (np.arange(len(noise_sd)) if configs.noise_draw is None
+                         else np.asarray(configs.noise_draw))
+                _, first = np.unique(draws, return_index=True)
+                for d in draws[np.sort(first)]:
+                    idx = np.flatnonzero(draws == d)
+                    jobs.append((self._noise_sess, self._noise, ones[idx], noise_sd[idx],
+                                 result.noise_counts, idx, True))
+        rows = self.fixed_batch or n
+        for sess, inst, job_masks, job_noise, counts, row_ids, draws_eps in jobs:
             m = len(job_masks)
-            g_max = 1 if self.fixed_batch else self._group_size(cut, n, m)
+            job_cut = {**cut, **self._draw_eps(rows)} if draws_eps else cut
+            g_max = 1 if self.fixed_batch else self._group_size(job_cut, n, m)
             tiled = {name: (v if g_max == 1 else np.concatenate([v] * g_max))
-                     for name, v in cut.items()}
-            run_suffix = self._suffix_runner(sess, tiled, self.fixed_batch or n)
+                     for name, v in job_cut.items()}
+            run_suffix = self._suffix_runner(sess, tiled, rows)
             start = 0
             if job_noise is None and base_pred is not None:
                 # Row 0 is the unperturbed model, which the statistics run just computed.
-                _accumulate(counts, slice(0, 1), base_logp[None], base_pred[None], y, base_pred,
+                _accumulate(counts, row_ids[:1], base_logp[None], base_pred[None], y, base_pred,
                             base_logp)
                 done_rows += n
                 start = 1
             while start < m:
                 stop = min(start + g_max, m)
                 g = stop - start
-                rows = self.fixed_batch or n
                 try:
                     out = run_suffix(g, self._controls(
                         inst, job_masks[start:stop], rows,
@@ -633,12 +664,22 @@ class Engine:
                         y = base_pred
                 if base_p is None:
                     base_p = np.exp(base_logp)
-                _accumulate(counts, slice(start, stop), logp, pred, y, base_pred, base_logp,
+                _accumulate(counts, row_ids[start:stop], logp, pred, y, base_pred, base_logp,
                             base_p)
                 done_rows += g * n
                 if progress:
                     progress(phase, done_rows, total_rows)
                 start = stop
+        for counts in {id(job[4]): job[4] for job in jobs}.values():
             counts.n += n
             np.add.at(counts.class_counts, y, 1)
         return done_rows
+
+    def _draw_eps(self, rows: int) -> dict[str, np.ndarray]:
+        """One standard-normal draw per noise layer, ``rows`` samples (the noise generator)."""
+        if self._noise is None or self._eps_sess is None:  # pragma: no cover - invariant
+            return {}
+        names = list(self._noise.eps_inputs)
+        feeds = {name + "_shape": np.array([rows, *layer.shape[1:]], dtype=np.int64)
+                 for layer, name in zip(self.layers, names, strict=True)}
+        return dict(zip(names, self._eps_sess.run(names, feeds), strict=True))

@@ -201,11 +201,17 @@ class Engine:
                  threads: int | None = None, ablation_value: str = "zero", noise: bool = True,
                  seed: int = 0, chunk_size: int = 256, output: str | None = None,
                  precision: str = "fp32", io_binding: bool | None = None) -> None:
+        from sdaudit.config import PRECISIONS
         from sdaudit.rewrite.batch import free_batch, has_fixed_batch
         from sdaudit.rewrite.instrument import instrument
         from sdaudit.rewrite.split import split
         from sdaudit.runtime.session import make_session, runtime_info, usable_cores
 
+        if precision not in PRECISIONS:
+            from sdaudit.errors import BadFlagError
+
+            raise BadFlagError(f"--precision {precision}: unknown precision",
+                               "choose fp32 or fp16")
         model = loaded.proto
         if len(loaded.inputs) != 1:
             raise ModelError(
@@ -261,7 +267,11 @@ class Engine:
         self.precision = precision
         self.fp16_changed: float | None = None  # share of predictions fp16 changed (chunk 1)
         self._sweep_sess, self._noise_sess = self._sweep_sessions(precision)
+        self._group_cap: int | None = None  # configurations per run after an out-of-memory
         self._eps_sess = None
+        if self._noise is not None and not self._noise.eps_inputs:
+            self.notes.append("a noise layer's shape is not fully known: every noise run draws "
+                              "afresh (no draw shared across noise levels)")
         if self._noise is not None and self._noise.eps_inputs:
             from sdaudit.rewrite.instrument import noise_generator
 
@@ -596,12 +606,16 @@ class Engine:
         y = labels
         n = len(y)
         unlabelled = bool(n and y[0] < 0)
-        base_pred, base_logp = base if base is not None else (None, np.zeros(0))
-        base_p: np.ndarray | None = None
-        if unlabelled and base_pred is not None:
+        if base is None:  # run_pass always computes the unperturbed row first
+            from sdaudit.errors import InternalError
+
+            raise InternalError("a sweep chunk without the unperturbed predictions")
+        base_pred, base_logp = base
+        base_p = np.exp(base_logp)
+        if unlabelled:
             y = base_pred
         if self.precision == "fp16" and self.fp16_changed is None:
-            self._check_fp16(cut, n, None if base_pred is None else base_pred)
+            self._check_fp16(cut, n, base_pred)
         # (session, instrumented model, masks, noise s.d. or None, counts, their rows, draws eps)
         jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None, SweepCounts,
                          np.ndarray, bool]] = [
@@ -625,11 +639,13 @@ class Engine:
             m = len(job_masks)
             job_cut = {**cut, **self._draw_eps(rows)} if draws_eps else cut
             g_max = 1 if self.fixed_batch else self._group_size(job_cut, n, m)
+            if self._group_cap is not None:
+                g_max = min(g_max, self._group_cap)
             tiled = {name: (v if g_max == 1 else np.concatenate([v] * g_max))
                      for name, v in job_cut.items()}
             run_suffix = self._suffix_runner(sess, tiled, rows)
             start = 0
-            if job_noise is None and base_pred is not None:
+            if job_noise is None:
                 # Row 0 is the unperturbed model, which the statistics run just computed.
                 _accumulate(counts, row_ids[:1], base_logp[None], base_pred[None], y, base_pred,
                             base_logp)
@@ -650,6 +666,7 @@ class Engine:
                             "out of memory running one configuration on a chunk of "
                             f"{rows} samples", "lower --chunk-size") from None
                     g_max = max(1, g_max // 2)
+                    self._group_cap = g_max  # later chunks and jobs start there
                     run_suffix = self._suffix_runner(sess, tiled, rows)  # frees bound copies
                     self.notes.append(f"ran out of memory with {g} configurations per run; "
                                       f"went on with {g_max}")
@@ -658,12 +675,6 @@ class Engine:
                     out = out[:n]
                 logp = _log_probs(out, bool(self.probabilities)).reshape(g, n, -1)
                 pred = np.argmax(out, axis=1).reshape(g, n)
-                if base_pred is None:
-                    base_pred, base_logp = pred[0].copy(), logp[0].copy()
-                    if unlabelled:
-                        y = base_pred
-                if base_p is None:
-                    base_p = np.exp(base_logp)
                 _accumulate(counts, row_ids[start:stop], logp, pred, y, base_pred, base_logp,
                             base_p)
                 done_rows += g * n

@@ -216,7 +216,11 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
                     ablation_value=config.ablation_value, noise=want_noise, seed=config.seed,
                     chunk_size=config.chunk_for(
                         int(np.prod(layout.shape)) * np.dtype(layout.dtype).itemsize),
-                    output=output, precision=config.precision, io_binding=config.io_binding)
+                    output=output, precision=config.precision, io_binding=config.io_binding,
+                    # suffixes that start at later layers pay off where configurations leave
+                    # the first layers intact: per-layer curves, single units, ordered ablation
+                    levels=(config.wants("ablation") and config.per_layer)
+                    or config.wants("importance") or config.wants("ordered"))
     u = engine.units
     offsets = engine.offsets
     np.repeat(np.arange(len(layers)), [layer.channels for layer in layers])

@@ -261,10 +261,10 @@ def test_running_out_of_memory_shrinks_the_stack_and_goes_on(tmp_path, capsys, m
 
     real = engine.Engine._controls
 
-    def picky(self, inst, masks, n, noise_sd=None, unit_mean=None):
+    def picky(self, inst, masks, *args, **kwargs):
         if masks.shape[0] > 1:
             raise MemoryError("simulated: Failed to allocate memory")
-        return real(self, inst, masks, n, noise_sd, unit_mean)
+        return real(self, inst, masks, *args, **kwargs)
 
     monkeypatch.setattr(engine.Engine, "_controls", picky)
     report = tmp_path / "r.json"

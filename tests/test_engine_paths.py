@@ -85,3 +85,46 @@ def test_fp16_that_changes_predictions_falls_back_to_fp32(tmp_path):
         measures=("ablation", "noise"), draws=2, device="cpu"))))
     assert report["ablation"] == plain["ablation"]
     assert report["noise"] == plain["noise"]  # the noise session fell back too
+
+
+def _all_from_level_0(self, masks, missing=False):
+    return [(self._levels[0], np.arange(1, len(masks)))]
+
+
+@pytest.mark.parametrize("ablation_value", ["zero", "mean"])
+def test_later_suffix_levels_give_the_first_levels_numbers(monkeypatch, ablation_value):
+    """Per-layer, single-unit and ordered configurations that leave the first layers intact run
+    from a later suffix (its cut from the statistics run); running all of them from the first
+    layer instead gives the same curves."""
+    from sdaudit.runtime import engine
+
+    used: list[int] = []
+    real_session = engine.Engine._level_session
+
+    def spy(self, level):
+        used.append(level.first)
+        return real_session(self, level)
+
+    monkeypatch.setattr(engine.Engine, "_level_session", spy)
+    config = AuditConfig(measures=("ablation", "importance", "ordered"), draws=2, device="cpu",
+                         chunk_size=100, ablation_value=ablation_value)
+    levels = json.loads(dumps(audit(str(CNN), str(DATA), config)))
+    assert {1, 2} <= set(used)  # the later levels ran
+    monkeypatch.setattr(engine.Engine, "_assign_levels", _all_from_level_0)
+    flat = json.loads(dumps(audit(str(CNN), str(DATA), config)))
+    n = levels["data"]["samples"]
+    curves = [("joint", levels["ablation"], flat["ablation"])]
+    curves += [(name, levels["ablation"]["per_layer"][name], flat["ablation"]["per_layer"][name])
+               for name in levels["ablation"]["per_layer"]]
+    curves += [(name, levels["ablation"]["ordered"][name], flat["ablation"]["ordered"][name])
+               for name in ("high_to_low", "low_to_high")]
+    for name, a, b in curves:
+        np.testing.assert_allclose(a["accuracy_mean"], b["accuracy_mean"], atol=1.5 / n,
+                                   err_msg=name)
+        np.testing.assert_allclose(a["loss_mean"], b["loss_mean"], rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
+    for la, lb in zip(levels["layers"], flat["layers"], strict=True):
+        np.testing.assert_allclose(la["units"]["importance"], lb["units"]["importance"],
+                                   atol=1.5 / n)
+        np.testing.assert_allclose(la["units"]["importance_loss"], lb["units"]["importance_loss"],
+                                   rtol=1e-3, atol=1e-5)

@@ -3,6 +3,8 @@
 * Data arrive in chunks; memory does not grow with the number of samples.
 * Per chunk, the prefix (everything no control can change) runs once; each configuration runs
   only the suffix, with its masks fed as inputs: no session is rebuilt during a sweep.
+* A configuration that leaves the first k selected layers intact (one layer alone, one unit)
+  runs only the suffix from layer k: its cut comes from the unperturbed statistics run.
 * Several configurations are stacked in one batch (the cut tiled, one mask row per sample).
 * With CUDA, each chunk's cut is copied to the device once and bound (IO binding) for all its
   configurations; only the small control rows travel per run.
@@ -40,6 +42,20 @@ STACK_ROWS = 256
 STACK_BYTES = 32 << 20
 # fp16 is kept only if it changes at most this fraction of the unablated predictions.
 FP16_TOLERANCE = 0.005
+# At most this many suffix levels (each its own session): with more selected layers, levels
+# start at evenly spaced layers and a configuration runs from the last level at or before its
+# first perturbed layer.
+MAX_LEVELS = 8
+
+
+@dataclass
+class _Level:
+    """The suffix that starts at selected layer ``first`` (level 0: the first layer)."""
+
+    first: int
+    inst: InstrumentedModel
+    split: SplitModel
+    session: Any = None  # built on first use
 
 
 @dataclass
@@ -200,7 +216,8 @@ class Engine:
     def __init__(self, loaded: LoadedModel, layers: list[LayerInfo], *, device: str = "auto",
                  threads: int | None = None, ablation_value: str = "zero", noise: bool = True,
                  seed: int = 0, chunk_size: int = 256, output: str | None = None,
-                 precision: str = "fp32", io_binding: bool | None = None) -> None:
+                 precision: str = "fp32", io_binding: bool | None = None,
+                 levels: bool = True) -> None:
         from sdaudit.config import PRECISIONS
         from sdaudit.rewrite.batch import free_batch, has_fixed_batch
         from sdaudit.rewrite.instrument import instrument
@@ -212,6 +229,7 @@ class Engine:
 
             raise BadFlagError(f"--precision {precision}: unknown precision",
                                "choose fp32 or fp16")
+        self.notes: list[str] = []
         model = loaded.proto
         if len(loaded.inputs) != 1:
             raise ModelError(
@@ -254,9 +272,27 @@ class Engine:
             except RewriteError:
                 self._noise = instrument(model, layers, noise=True, stats=False, seed=seed,
                                          verify=False)
-        stat_outputs = self._stats.mean_outputs + self._stats.sqmean_outputs
-        self._stats_split: SplitModel = split(self._stats, (self.output, *stat_outputs))
         self._sweep_split = split(self._sweep, (self.output,))
+        # Later suffix levels, and the tensors their cuts need from the statistics run.
+        self._levels: list[_Level] = [_Level(0, self._sweep, self._sweep_split)]
+        if levels and len(layers) > 1:
+            count = len(layers)
+            firsts = (range(1, count) if count <= MAX_LEVELS else
+                      sorted({round(i * count / MAX_LEVELS) for i in range(1, MAX_LEVELS)}))
+            for first in firsts:
+                inst = instrument(model, layers[first:], noise=False, stats=False, fill=fill,
+                                  seed=seed, verify=False)
+                self._levels.append(_Level(first, inst, split(inst, (self.output,))))
+        self._level_outputs = tuple(dict.fromkeys(
+            name for level in self._levels[1:] for name in level.split.cut
+            if name not in self._sweep_split.cut))
+        stat_outputs = self._stats.mean_outputs + self._stats.sqmean_outputs
+        try:
+            self._stats_split: SplitModel = split(
+                self._stats, (self.output, *stat_outputs, *self._level_outputs))
+        except RewriteError:  # pragma: no cover - a later cut the statistics run cannot give
+            self._levels, self._level_outputs = self._levels[:1], ()
+            self._stats_split = split(self._stats, (self.output, *stat_outputs))
         self._noise_split = split(self._noise, (self.output,)) if self._noise else None
         self.threads = threads or usable_cores()
         self._prefix = (make_session(self._stats_split.prefix.SerializeToString(), device,
@@ -292,7 +328,6 @@ class Engine:
         out_spec = next(o for o in loaded.outputs if o.name == self.output)
         if out_spec.shape and len(out_spec.shape) == 2 and isinstance(out_spec.shape[1], int):
             self.num_classes = out_spec.shape[1]
-        self.notes: list[str] = []
 
     def _sweep_sessions(self, precision: str) -> tuple[Any, Any]:
         """Sessions of the sweep and noise suffixes, in ``precision``."""
@@ -308,7 +343,23 @@ class Engine:
                 model = to_fp16(model)
             return make_session(model.SerializeToString(), self.device, self.threads)
 
+        for level in self._levels[1:]:
+            level.session = None  # rebuilt on first use, in the precision now in force
         return build(self._sweep_split), build(self._noise_split)
+
+    def _level_session(self, level: _Level) -> Any:
+        if level.first == 0:
+            return self._sweep_sess
+        if level.session is None:
+            from sdaudit.runtime.session import make_session
+
+            model = level.split.suffix
+            if self.precision == "fp16":
+                from sdaudit.rewrite.precision import to_fp16
+
+                model = to_fp16(model)
+            level.session = make_session(model.SerializeToString(), self.device, self.threads)
+        return level.session
 
     @property
     def runtime(self) -> RuntimeInfo:
@@ -353,24 +404,29 @@ class Engine:
         return cut
 
     def _controls(self, split_inst: InstrumentedModel, masks: np.ndarray, n: int,
-                  noise_sd: np.ndarray | None = None,
-                  unit_mean: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Per-sample control rows for a group of configurations: [g·n, C] per layer."""
+                  noise_sd: np.ndarray | None = None, unit_mean: np.ndarray | None = None,
+                  first: int = 0) -> dict[str, np.ndarray]:
+        """Per-sample control rows for a group of configurations: [g·n, C] per layer.
+
+        ``masks`` rows cover every selected unit; ``split_inst`` instruments the selected
+        layers from ``first`` on (a suffix level), which get their columns.
+        """
         g = masks.shape[0]
         feeds: dict[str, np.ndarray] = {}
 
         def rows(values: np.ndarray) -> np.ndarray:
             return values if g == 1 else np.repeat(values, n, axis=0)
 
-        for i, _layer in enumerate(self.layers):
+        for i in range(first, len(self.layers)):
             lo, hi = self.offsets[i], self.offsets[i + 1]
-            feeds[split_inst.mask_inputs[i]] = rows(masks[:, lo:hi])
+            j = i - first
+            feeds[split_inst.mask_inputs[j]] = rows(masks[:, lo:hi])
             if split_inst.fill_inputs:
                 mean = unit_mean if unit_mean is not None else np.zeros(self.units, np.float32)
-                feeds[split_inst.fill_inputs[i]] = rows(((1.0 - masks) * mean)[:, lo:hi])
+                feeds[split_inst.fill_inputs[j]] = rows(((1.0 - masks) * mean)[:, lo:hi])
             if split_inst.noise_inputs:
                 sd = noise_sd if noise_sd is not None else np.zeros_like(masks)
-                feeds[split_inst.noise_inputs[i]] = rows(sd[:, lo:hi])
+                feeds[split_inst.noise_inputs[j]] = rows(sd[:, lo:hi])
         return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
 
     def _check_output(self, out: np.ndarray, y: np.ndarray) -> None:
@@ -433,9 +489,15 @@ class Engine:
             cut = self._run_prefix(x)
             t1 = time.perf_counter()
             base: tuple[np.ndarray, np.ndarray] | None = None
+            # The cut tensors of later suffix levels come out of the statistics run (padded rows
+            # kept: the suffixes run on the padded chunk).
+            extra = list(self._level_outputs) if configs is not None else []
+            level_cut: dict[str, np.ndarray] = {}
             if stats or hist is not None:
                 names = [self.output, *self._stats.mean_outputs, *self._stats.sqmean_outputs]
-                outs = [o[:n] for o in self._stats_sess.run(names, {**cut, **ctl})]
+                raw = self._stats_sess.run([*names, *extra], {**cut, **ctl})
+                level_cut = dict(zip(extra, raw[len(names):], strict=True))
+                outs = [o[:n] for o in raw[:len(names)]]
                 out = outs[0]
                 self._check_output(out, labels if n and labels[0] >= 0 else labels[:0])
                 pred = np.argmax(out, axis=1)
@@ -462,14 +524,16 @@ class Engine:
                 base = (pred, logp)
             elif configs is not None:
                 # The unperturbed row always comes from the (fp32) statistics session.
-                out = self._stats_sess.run([self.output], {**cut, **ctl})[0][:n]
+                raw = self._stats_sess.run([self.output, *extra], {**cut, **ctl})
+                level_cut = dict(zip(extra, raw[1:], strict=True))
+                out = raw[0][:n]
                 self._check_output(out, labels if n and labels[0] >= 0 else labels[:0])
                 base = (np.argmax(out, axis=1), _log_probs(out, bool(self.probabilities)))
             t2 = time.perf_counter()
             done += n
             if configs is not None:
                 done = self._sweep_chunk(cut, labels, configs, unit_mean, result, base, done,
-                                         total, progress, phase)
+                                         total, progress, phase, {**cut, **level_cut})
             t3 = time.perf_counter()
             # Rates from the second chunk: the first pays for the sessions' warm-up.
             chunks_seen += 1
@@ -590,8 +654,12 @@ class Engine:
     def _sweep_chunk(self, cut: dict[str, np.ndarray], labels: np.ndarray, configs: Configs,
                      unit_mean: np.ndarray | None, result: PassResult,
                      base: tuple[np.ndarray, np.ndarray] | None, done_rows: int, total_rows: int,
-                     progress: Progress | None, phase: str) -> int:
-        """Every configuration on one chunk; counts go into ``result``."""
+                     progress: Progress | None, phase: str,
+                     unperturbed: dict[str, np.ndarray] | None = None) -> int:
+        """Every configuration on one chunk; counts go into ``result``.
+
+        ``unperturbed``: the chunk's cut and the unperturbed values of the later levels' cuts.
+        """
         k = int(self.num_classes or 0)
         masks = np.ascontiguousarray(configs.masks, dtype=np.float32)
         if len(masks) == 0 or not np.all(masks[0] == 1):
@@ -616,28 +684,37 @@ class Engine:
             y = base_pred
         if self.precision == "fp16" and self.fp16_changed is None:
             self._check_fp16(cut, n, base_pred)
-        # (session, instrumented model, masks, noise s.d. or None, counts, their rows, draws eps)
+        # Row 0 is the unperturbed model, which the statistics run just computed.
+        _accumulate(result.mask_counts, np.arange(1), base_logp[None], base_pred[None], y,
+                    base_pred, base_logp)
+        done_rows += n
+        # (session, instrumented model, masks, noise s.d. or None, counts, their rows,
+        #  draws eps, first layer, cut)
         jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None, SweepCounts,
-                         np.ndarray, bool]] = [
-            (self._sweep_sess, self._sweep, masks, None, result.mask_counts,
-             np.arange(len(masks)), False)]
+                         np.ndarray, bool, int, dict[str, np.ndarray]]] = []
+        for level, idx in self._assign_levels(masks, unperturbed is None):
+            level_cut = cut if level.first == 0 or unperturbed is None else {
+                name: unperturbed[name] for name in level.split.cut}
+            jobs.append((self._level_session(level), level.inst, masks[idx], None,
+                         result.mask_counts, idx, False, level.first, level_cut))
         if has_noise and result.noise_counts is not None and self._noise is not None:
             ones = np.ones_like(noise_sd)
             if self._eps_sess is None:
                 jobs.append((self._noise_sess, self._noise, ones, noise_sd, result.noise_counts,
-                             np.arange(len(noise_sd)), False))
+                             np.arange(len(noise_sd)), False, 0, cut))
             else:
                 draws = (np.arange(len(noise_sd)) if configs.noise_draw is None
                          else np.asarray(configs.noise_draw))
-                _, first = np.unique(draws, return_index=True)
-                for d in draws[np.sort(first)]:
+                _, first_seen = np.unique(draws, return_index=True)
+                for d in draws[np.sort(first_seen)]:
                     idx = np.flatnonzero(draws == d)
                     jobs.append((self._noise_sess, self._noise, ones[idx], noise_sd[idx],
-                                 result.noise_counts, idx, True))
+                                 result.noise_counts, idx, True, 0, cut))
         rows = self.fixed_batch or n
-        for sess, inst, job_masks, job_noise, counts, row_ids, draws_eps in jobs:
+        for (sess, inst, job_masks, job_noise, counts, row_ids, draws_eps, first,
+             base_cut) in jobs:
             m = len(job_masks)
-            job_cut = {**cut, **self._draw_eps(rows)} if draws_eps else cut
+            job_cut = {**base_cut, **self._draw_eps(rows)} if draws_eps else base_cut
             g_max = 1 if self.fixed_batch else self._group_size(job_cut, n, m)
             if self._group_cap is not None:
                 g_max = min(g_max, self._group_cap)
@@ -645,19 +722,13 @@ class Engine:
                      for name, v in job_cut.items()}
             run_suffix = self._suffix_runner(sess, tiled, rows)
             start = 0
-            if job_noise is None:
-                # Row 0 is the unperturbed model, which the statistics run just computed.
-                _accumulate(counts, row_ids[:1], base_logp[None], base_pred[None], y, base_pred,
-                            base_logp)
-                done_rows += n
-                start = 1
             while start < m:
                 stop = min(start + g_max, m)
                 g = stop - start
                 try:
                     out = run_suffix(g, self._controls(
                         inst, job_masks[start:stop], rows,
-                        None if job_noise is None else job_noise[start:stop], unit_mean))
+                        None if job_noise is None else job_noise[start:stop], unit_mean, first))
                 except Exception as exc:
                     if not _out_of_memory(exc):
                         raise
@@ -681,10 +752,29 @@ class Engine:
                 if progress:
                     progress(phase, done_rows, total_rows)
                 start = stop
-        for counts in {id(job[4]): job[4] for job in jobs}.values():
+        for counts in {id(c): c for c in (result.mask_counts, result.noise_counts)
+                       if c is not None and (c is result.mask_counts or has_noise)}.values():
             counts.n += n
             np.add.at(counts.class_counts, y, 1)
         return done_rows
+
+    def _assign_levels(self, masks: np.ndarray,
+                       unperturbed_missing: bool = False) -> list[tuple[_Level, np.ndarray]]:
+        """Rows 1… of ``masks`` by the suffix level they run from: the last level starting at
+        or before the first layer the row perturbs."""
+        rows = masks[1:]
+        if len(rows) == 0:
+            return []
+        if unperturbed_missing:
+            return [(self._levels[0], np.arange(1, len(masks)))]
+        perturbed = np.stack([(rows[:, lo:hi] != 1).any(axis=1)
+                              for lo, hi in zip(self.offsets[:-1], self.offsets[1:], strict=True)],
+                             axis=1)
+        first = np.where(perturbed.any(axis=1), perturbed.argmax(axis=1), 0)
+        starts = np.array([level.first for level in self._levels])
+        which = np.searchsorted(starts, first, side="right") - 1
+        return [(level, 1 + np.flatnonzero(which == i)) for i, level in enumerate(self._levels)
+                if (which == i).any()]
 
     def _draw_eps(self, rows: int) -> dict[str, np.ndarray]:
         """One standard-normal draw per noise layer, ``rows`` samples (the noise generator)."""

@@ -128,3 +128,22 @@ def test_later_suffix_levels_give_the_first_levels_numbers(monkeypatch, ablation
                                    atol=1.5 / n)
         np.testing.assert_allclose(la["units"]["importance_loss"], lb["units"]["importance_loss"],
                                    rtol=1e-3, atol=1e-5)
+
+
+def test_noise_draws_inside_the_graph_where_shapes_are_open(monkeypatch):
+    """Where the noise draw cannot be an input (a layer's shape not fully known), every run draws
+    inside the graph and the report says the draws are not shared."""
+    from sdaudit.errors import RewriteError
+    from sdaudit.rewrite import instrument as rewrite
+
+    real = rewrite.instrument
+
+    def no_input_noise(*args, **kwargs):
+        if kwargs.get("noise_source") == "input":
+            raise RewriteError("simulated: shape not known")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rewrite, "instrument", no_input_noise)
+    report = _run()
+    assert any("draws afresh" in note for note in report["summary"]["notes"])
+    assert 0 < report["summary"]["noise_auc"] <= 1

@@ -261,6 +261,15 @@ def measure(method: str, model: str, data: str, layers: list[str], weights: str 
     return result
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time, with every round's times beside it."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    median["rounds_s"] = [round(r["seconds"], 2) for r in runs]
+    median["rounds_process_s"] = [round(r.get("process_s", r["seconds"]), 2) for r in runs]
+    return median
+
+
 def machine() -> str:
     import onnxruntime
 
@@ -286,6 +295,8 @@ def main() -> int:
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--layers", help=argparse.SUPPRESS)
     parser.add_argument("--torch-weights", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of the four methods on the reference sweep (median shown)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: hooks,r18")
     parser.add_argument("--only-r18", action="store_true",
                         help="rerun only the ResNet-18 part, reusing OUT/results.json for the rest")
@@ -310,24 +321,34 @@ def main() -> int:
         paths = prepare(out)
         if not args.only_r18:
             layers = block_outputs(paths["resnet20"])
-            rows: dict[str, dict] = {}
-            for method in ("sdaudit", "floor", "naive", "hooks"):
-                if method in skip:
-                    continue
-                rows[method] = measure(method, paths["resnet20"], paths["data1024"], layers,
-                                       paths["resnet20_pt"])
-                print(method, rows[method], flush=True)
+            # Rounds of all four methods, interleaved, so that drift in the machine's speed
+            # (other tenants) hits every method alike; each row reports its median round.
+            runs: dict[str, list[dict]] = {}
+            for _ in range(args.repeat):
+                for method in ("sdaudit", "floor", "naive", "hooks"):
+                    if method in skip:
+                        continue
+                    runs.setdefault(method, []).append(measure(
+                        method, paths["resnet20"], paths["data1024"], layers,
+                        paths["resnet20_pt"]))
+                    print(method, runs[method][-1], flush=True)
+            rows = {m: _median_run(r) for m, r in runs.items()}
             scaling = {n: measure("sdaudit", paths["resnet20"], paths[f"data{n}"], layers)
                        for n in (512, 2048, 10240)}
             scaling[1024] = rows["sdaudit"]
-            results = {"rows": rows, "scaling": scaling, "layers": layers, "r18": None}
+            earlier = json.loads(saved.read_text()) if saved.exists() else {}
+            results = {"rows": rows, "scaling": scaling, "layers": layers,
+                       # --skip r18 keeps the earlier ResNet-18 rows (with their date)
+                       "r18": earlier.get("r18"), "r18_when": earlier.get("r18_when")}
         if "r18" not in skip:
             r18_layers = block_outputs(paths["resnet18"])
             results["r18"] = {m: measure(m, paths["resnet18"], paths["data224"], r18_layers)
                               for m in ("sdaudit", "floor")}
+            results["r18_when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             print("resnet18", results["r18"], flush=True)
         saved.write_text(json.dumps(results, indent=1))
-    text = report(results["rows"], results["scaling"], results["r18"], results["layers"])
+    text = report(results["rows"], results["scaling"], results["r18"], results["layers"],
+                  results.get("r18_when"))
     print(text)
     if args.write:
         Path(args.write).write_text(text)
@@ -353,7 +374,8 @@ def cost_model(scaling: dict) -> list[str]:
     return lines
 
 
-def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str]) -> str:
+def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str],
+           r18_when: str | None = None) -> str:
     configs = 1 + DRAWS * len(FRACTIONS)
     lines = [
         "# Performance", "",
@@ -363,15 +385,16 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str]) -> st
         f"outputs of the last three residual blocks ({', '.join(f'`{name}`' for name in layers)}) "
         f"ablated jointly, {len(FRACTIONS)} fractions × {DRAWS} draws + the unablated model = "
         f"{configs} configurations. Each method in its own process; peak memory is the process's "
-        "maximum resident set.", "",
+        "maximum resident set. The four methods ran in interleaved rounds; each row is the "
+        "method's median round, every round's time beside it.", "",
         "Two times per method: the *timed part* is the sweep loop alone (model, sessions and "
         "data ready) for b, c, d, and the whole CLI run (start-up, loading, rewriting, checking, "
         "the unablated statistics, the sweep, the report) for sdaudit; the *whole process* is "
         "from interpreter start to exit for every method (for the hooks: importing torch, "
         "building the net, loading the data).", "",
         "| method | timed part (s) | whole process (s) | images × configurations / s | "
-        "peak memory (MiB) | × floor |",
-        "|---|---:|---:|---:|---:|---:|",
+        "peak memory (MiB) | × floor | rounds, timed part (s) |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     floor = rows.get("floor", {}).get("seconds")
     for name, label in (("sdaudit", "a. sdaudit scan --measure ablation (whole CLI run)"),
@@ -383,8 +406,10 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str]) -> st
         r = rows[name]
         ratio = f"{r['seconds'] / floor:.2f}" if floor else "–"
         whole = f"{r['process_s']:.2f}" if "process_s" in r else "–"
+        rounds = ", ".join(f"{t:.2f}" for t in r.get("rounds_s", [r["seconds"]]))
         lines.append(f"| {label} | {r['seconds']:.2f} | {whole} | "
-                     f"{1024 * configs / r['seconds']:,.0f} | {r['peak_mib']:.0f} | {ratio} |")
+                     f"{1024 * configs / r['seconds']:,.0f} | {r['peak_mib']:.0f} | {ratio} | "
+                     f"{rounds} |")
     if "hooks" in rows:
         hooks = rows["hooks"]["seconds"]
         sd = rows["sdaudit"]["seconds"]
@@ -406,6 +431,16 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str]) -> st
                   "configurations run once (the five draws at fraction 0 and the unablated model "
                   "are one run, taken from the statistics run: 45 suffix runs per chunk where the "
                   "floor does 51). Run-to-run noise on this machine is about ±5 % for every row."]
+        sd_rounds, hk_rounds = rows["sdaudit"].get("rounds_s"), rows["hooks"].get("rounds_s")
+        if sd_rounds and hk_rounds and len(sd_rounds) == len(hk_rounds) > 1:
+            strict = [a / b for a, b in zip(sd_rounds, hk_rounds, strict=True)]
+            like_r = [a / b for a, b in zip(sd_rounds, rows["hooks"]["rounds_process_s"],
+                                            strict=True)]
+            floor_r = [a / b for a, b in zip(rows["floor"]["rounds_s"], hk_rounds, strict=True)]
+            lines += ["", "Round by round (same round, same machine state), sdaudit ÷ hooks: "
+                      f"like for like {', '.join(f'{v:.3f}' for v in like_r)}; strictly "
+                      f"{', '.join(f'{v:.3f}' for v in strict)}; the floor's loop ÷ the hooks' "
+                      f"loop {', '.join(f'{v:.3f}' for v in floor_r)}."]
     lines += ["", "Accuracy curves (mean over draws, fractions 0 … 0.9):", ""]
     for name in ("sdaudit", "hooks", "naive"):
         if name in rows:
@@ -464,7 +499,8 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str]) -> st
                   "Random weights, 1,000 synthetic images (unlabelled: predictions stand in), the "
                   "last three residual-block outputs, the same 51 configurations. sdaudit sizes "
                   "its chunks to about 32 MiB of input (55 images here); the floor runs batches "
-                  f"of {BATCH}. (`bench/speed.py --only-r18` reruns this part alone.)", "",
+                  f"of {BATCH}. (`bench/speed.py --only-r18` reruns this part alone"
+                  f"{'; measured ' + r18_when if r18_when else ''}.)", "",
                   "| method | wall time (s) | peak memory (MiB) |", "|---|---:|---:|"]
         for m, r in r18.items():
             lines.append(f"| {m} | {r['seconds']:.2f} | {r['peak_mib']:.0f} |")

@@ -31,4 +31,4 @@ samples: $(STAMP)
 	$(BIN)/python samples/make_samples.py
 
 clean:
-	rm -rf $(VENV) demo-report.json
+	rm -rf $(VENV) demo-report.json report.json report.html mlp.json cnn.json compare.html

@@ -105,7 +105,10 @@ def _curve(x: tuple[float, ...], counts: list[int], arrays: dict[str, np.ndarray
     lo, hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
     per_draw_auc = np.array([normalized_auc(ax, a, base_acc) for a in acc])
     _, _, auc_lo, auc_hi = mean_sd_ci(per_draw_auc[:, None], axis=0)
+    # Normalized accuracy lies in [0, 1 / unablated accuracy]: so does its AUC and its interval.
     auc_lo = np.maximum(auc_lo, 0.0)
+    if base_acc > 0:
+        auc_hi = np.minimum(auc_hi, 1.0 / base_acc)
     with np.errstate(invalid="ignore", divide="ignore"):
         cls_acc = (arrays["class_correct"].mean(axis=0)
                    / np.where(class_counts > 0, class_counts, np.nan))
@@ -127,9 +130,31 @@ def _curve(x: tuple[float, ...], counts: list[int], arrays: dict[str, np.ndarray
     )
 
 
-def _gate(config: AuditConfig, summary_auc: float | None) -> GateResult:
+def baseline_auc(path_text: str) -> float:
+    """The ablation AUC of an earlier report (--baseline); DataError when there is none."""
     import json
 
+    path = Path(path_text)
+    try:
+        old = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"--baseline {path_text!r} does not exist", "give an earlier report")\
+            from None
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise DataError(f"--baseline {path_text!r} is not a JSON report",
+                        "give a report written by sdaudit scan --json") from None
+    summary = old.get("summary") if isinstance(old, dict) else None
+    if not isinstance(summary, dict) or "schema_version" not in old:
+        raise DataError(f"--baseline {path_text!r} is not an sdaudit report",
+                        "give a report written by sdaudit scan --json")
+    try:
+        return float(summary["ablation_auc"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"--baseline {path_text!r} has no ablation AUC (its scan did not "
+                        "measure ablation)", "give a report of a scan with ablation") from None
+
+
+def _gate(config: AuditConfig, summary_auc: float | None) -> GateResult:
     checks: list[GateCheck] = []
     gate = config.gate
     if gate.fail_under is not None:
@@ -139,18 +164,7 @@ def _gate(config: AuditConfig, summary_auc: float | None) -> GateResult:
             f"ablation AUC {summary_auc:.3f} {'≥' if ok else '<'} {gate.fail_under:.3f}"
             if summary_auc is not None else "no ablation AUC measured"))
     if gate.baseline_report is not None:
-        path = Path(gate.baseline_report)
-        try:
-            old = json.loads(path.read_text())
-            old_auc = float(old["summary"]["ablation_auc"])
-        except FileNotFoundError:
-            raise DataError(f"--baseline {str(path)!r} does not exist", "give an earlier report")\
-                from None
-        except (OSError, ValueError, KeyError, TypeError):
-            raise DataError(
-                f"--baseline {str(path)!r} is not an sdaudit JSON report with summary.ablation_auc",
-                "give a report written by sdaudit scan --json",
-            ) from None
+        old_auc = baseline_auc(gate.baseline_report)
         max_drop = gate.max_drop if gate.max_drop is not None else 0.0
         drop = None if summary_auc is None else old_auc - summary_auc
         ok = drop is not None and drop <= max_drop + 1e-12
@@ -183,6 +197,8 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     from sdaudit.runtime.engine import Configs, Engine, HistSpec
 
     config = config or AuditConfig()
+    if config.gate.baseline_report is not None:
+        baseline_auc(config.gate.baseline_report)  # a bad --baseline fails before any work
     hooks = hooks or Hooks()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -262,8 +278,10 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     passes = 1 if fused else 2 + (1 if selectivity_data is not None else 0) + int(separate_hist)
     stats_runs = 1 if fused else 1 + (1 if selectivity_data is not None else 0) + int(
         config.wants("selectivity"))
+    # rows[0] is the unperturbed model: the statistics run computes it, it is no configuration
     plan = Plan(data.num_samples, u, len(layers),
-                sum(len(r) for r in rows) + n_ordered + n_importance, n_noise, stats_runs, passes)
+                sum(len(r) for r in rows) - 1 + n_ordered + n_importance, n_noise, stats_runs,
+                passes)
     hooks.plan(plan)
 
     def calibrated(rate: dict[str, float]) -> None:

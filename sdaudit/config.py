@@ -102,6 +102,14 @@ class AuditConfig:
             raise BadFlagError("--max-drop must be non-negative")
         if self.gate.fail_under is not None and not 0 <= self.gate.fail_under <= 1:
             raise BadFlagError("--fail-under is an ablation AUC in [0, 1]")
+        gated = self.gate.fail_under is not None or self.gate.baseline_report is not None
+        if gated and "ablation" not in self.measures:
+            raise BadFlagError("--fail-under and --baseline gate on the ablation AUC, which "
+                               f"--measure {','.join(self.measures)} does not measure",
+                               "add ablation to --measure")
+        if self.threads is not None and self.threads < 1:
+            raise BadFlagError(f"--threads {self.threads}: at least one thread is needed",
+                               "leave it out to use every usable core")
 
     def chunk_for(self, sample_bytes: int) -> int:
         """Samples per chunk: as given, or sized so a chunk's input is about 32 MiB.

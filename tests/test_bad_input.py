@@ -11,6 +11,7 @@ import models
 import numpy as np
 import onnx
 import pytest
+from conftest import ROOT
 from onnx import TensorProto, helper
 from PIL import Image
 
@@ -168,6 +169,16 @@ CASES = [
     ("baseline missing", _counting, _data, ["--baseline", "old.json", "--max-drop", "0.1"],
      "does not exist"),
     ("fail-under out of range", _counting, _data, ["--fail-under", "7"], "--fail-under"),
+    ("gate without ablation", _counting, _data, ["--measure", "noise", "--fail-under", "0.5"],
+     "does not measure"),
+    ("baseline not JSON", _counting, _data,
+     ["--baseline", str(ROOT / "README.md"), "--max-drop", "0.1"], "is not a JSON report"),
+    ("baseline JSON but no report", _counting, _data,
+     ["--baseline", str(ROOT / "docs" / "report-schema.json")], "is not an sdaudit report"),
+    ("threads 0", _counting, _data, ["--threads", "0"], "--threads"),
+    ("threads negative", _counting, _data, ["--threads", "-1"], "--threads"),
+    ("json into a missing folder", _counting, _data, ["--json", "/no-such-dir/r.json"],
+     "does not exist"),
     ("noise levels not positive", _counting, _data, ["--noise-levels", "0,1"], "--noise-levels"),
     ("preset unknown", _rgb_conv, _folder("no-images"), ["--preset", "coco"], "--preset"),
     ("image folder for a non-image model", _conv, _folder("no-images"), [], "not an image"),
@@ -305,3 +316,57 @@ def test_a_chunk_too_big_for_memory_runs_in_halves(tmp_path, capsys, monkeypatch
     a, b = json.loads(plain.read_text()), json.loads(halved.read_text())
     assert any("did not fit in memory" in n for n in b["summary"]["notes"])
     assert a["ablation"]["accuracy_mean"] == b["ablation"]["accuracy_mean"]
+
+
+def test_bad_gates_fail_before_any_work(tmp_path, capsys, monkeypatch):
+    """A --baseline that cannot serve stops the scan before a model is even loaded."""
+    from sdaudit.model import load
+
+    model, data = _counting(tmp_path), _data(tmp_path)
+    noise_only = tmp_path / "noise.json"
+    assert run(["scan", str(model), "--data", str(data), "--measure", "noise", "--draws", "2",
+                "--json", str(noise_only), "-q"]) == 0
+
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(load, "load_model", no_work)
+    for baseline, message in ((noise_only, "has no ablation AUC"),
+                              (tmp_path / "missing.json", "does not exist")):
+        code = run(["scan", str(model), "--data", str(data), "--baseline", str(baseline),
+                    "--max-drop", "0.1", "-q"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert message in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_reports_get_the_mode_of_an_ordinary_file(tmp_path):
+    import os
+    import stat
+
+    from sdaudit.report.json_io import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "r.json", "{}")
+        assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+        (tmp_path / "r.json").chmod(0o600)
+        write_atomic(tmp_path / "r.json", "{}")  # a replaced file keeps its mode
+        assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_a_closed_pipe_keeps_the_audits_exit_code(tmp_path):
+    """`sdaudit scan … | head -1`: the reader leaves early; the exit code is the audit's."""
+    import subprocess
+    import sys
+
+    model, data = _counting(tmp_path), _data(tmp_path)
+    script = (f"set -o pipefail; {sys.executable} -m sdaudit scan {model} --data {data} "
+              "--measure ablation --draws 2 -q | head -c 10 > /dev/null")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "BrokenPipe" not in done.stderr

@@ -61,6 +61,12 @@ def run(argv: list[str] | None = None) -> int:
         command = exc.ctx.command_path if exc.ctx else "sdaudit"
         print(f"sdaudit: error: {exc.format_message()} (see `{command} --help`)", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing to add
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (typer.Abort, KeyboardInterrupt):
         print("sdaudit: interrupted", file=sys.stderr)
         return 130

@@ -13,7 +13,9 @@ import typer
 
 from sdaudit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BadFlagError, SdauditError
 
-ModelArg = Annotated[Path, typer.Argument(help="The model: an .onnx file.", show_default=False)]
+ModelArg = Annotated[Path, typer.Argument(
+    help="The model: an .onnx file (or TorchScript .pt / torch.export .pt2, with sdaudit[torch]).",
+    show_default=False)]
 LayersOpt = Annotated[
     str,
     typer.Option(
@@ -35,6 +37,21 @@ def err_console() -> Any:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def out_console() -> Any:
+    """A rich console on stdout whose reader may leave (`| head`): a closed pipe raises
+    BrokenPipeError for the command to handle (rich's own handler exits with 1, which is the
+    gate-failed code)."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+
+    def broken_pipe() -> None:
+        raise BrokenPipeError
+
+    console.on_broken_pipe = broken_pipe  # type: ignore[method-assign]
+    return console
+
+
 def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -53,7 +70,7 @@ def boundary() -> Iterator[None]:
     """User errors → one line on stderr, exit 2; Ctrl-C → 130; bugs → traceback, exit 3."""
     try:
         yield
-    except typer.Exit:
+    except (typer.Exit, BrokenPipeError):  # a closed stdout is the caller's (cli.app) to handle
         raise
     except SdauditError as exc:
         print(f"sdaudit: error: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from sdaudit.cli.common import boundary, err_console
+from sdaudit.cli.common import boundary, err_console, out_console
 
 
 class CompareFormat(str, Enum):
@@ -48,7 +48,6 @@ def compare(
                              + "\n")
             return
         from rich import box
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title="Models ranked by ablation AUC (higher: less reliance on single "
@@ -65,7 +64,7 @@ def compare(
                           f"{f(e['ci'][0])}–{f(e['ci'][1])}",
                           "≈ next" if e["overlaps_next"] else "", f(e["noise_auc"]),
                           f(e["baseline_accuracy"]))
-        Console(highlight=False).print(table)
+        out_console().print(table)
         if any(e["overlaps_next"] for e in ranking):
-            Console(highlight=False).print("≈ next: the 95% intervals of neighbours overlap; "
+            out_console().print("≈ next: the 95% intervals of neighbours overlap; "
                                            "their order is not reliable (more --draws narrows them)")

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from sdaudit.cli.common import InputShapeOpt, LayersOpt, ModelArg, boundary
+from sdaudit.cli.common import InputShapeOpt, LayersOpt, ModelArg, boundary, out_console
 
 
 def layers(
@@ -32,7 +32,6 @@ def layers(
             typer.echo(json.dumps(payload, indent=2))
             return
         from rich import box
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=f"Auditable layers of {model}", box=box.SIMPLE_HEAD)
@@ -48,7 +47,7 @@ def layers(
             op = layer.op_type if layer.kind == "activation" else f"{layer.op_type} (no act.)"
             table.add_row("✓" if layer.default else "", layer.name, op, shape,
                           str(layer.channel_axis), str(layer.channels), str(layer.depth))
-        console = Console(highlight=False)
+        console = out_console()
         console.print(table)
         console.print("✓ = default selection (the paper's: every hidden activation of an MLP, "
                       "the last three conv activation layers of a conv net)")

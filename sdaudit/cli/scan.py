@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -57,8 +58,10 @@ class _CliHooks:
             return
         self.console.print(
             f"[dim]plan:[/] {plan.samples} samples × ({plan.mask_configs} ablation + "
-            f"{plan.noise_configs} noise configurations + {plan.stats_runs} unablated runs) = "
-            f"{plan.forward_passes:,} forward passes in {plan.passes} passes over the data; "
+            f"{plan.noise_configs} noise configurations + {plan.stats_runs} unablated "
+            f"run{'s' if plan.stats_runs != 1 else ''}) = "
+            f"{plan.forward_passes:,} forward passes in {plan.passes} "
+            f"pass{'es' if plan.passes != 1 else ''} over the data; "
             f"{plan.units} units in {plan.layers} layers")
 
     def estimate(self, seconds: float) -> None:
@@ -196,6 +199,16 @@ def scan(
             for flag, path in (("--json", json_path), ("--html", html_path)):
                 if path is not None and path.exists() and path.resolve() in inputs:
                     raise BadFlagError(f"{flag} would overwrite an input", "choose another path")
+                if path is not None and not (path.parent if str(path.parent) else Path(".")).is_dir():
+                    raise BadFlagError(f"{flag} {str(path)!r}: folder {str(path.parent)!r} does "
+                                       "not exist", "create it first, or choose another path")
+            if threads is not None and threads > 0:
+                from sdaudit.runtime.session import usable_cores
+
+                if threads > usable_cores() and not quiet:
+                    err_console().print(
+                        f"[yellow]--threads {threads} is more than the {usable_cores()} cores "
+                        "this process may use: ONNX Runtime runs slower oversubscribed[/]")
             config = AuditConfig(
                 layers=select, measures=measures,
                 fractions=parse_floats(fractions, "--fractions") or (),
@@ -243,22 +256,28 @@ def scan(
             from sdaudit.report.html import render_report
 
             write_atomic(html_path, render_report(data_dict))
-        if fmt is Format.json:
-            sys.stdout.write(text)
-        elif fmt is Format.junit:
-            from sdaudit.report.formats import junit
+        try:
+            if fmt is Format.json:
+                sys.stdout.write(text)
+            elif fmt is Format.junit:
+                from sdaudit.report.formats import junit
 
-            sys.stdout.write(junit(data_dict))
-        elif fmt is Format.markdown:
-            from sdaudit.report.formats import markdown
+                sys.stdout.write(junit(data_dict))
+            elif fmt is Format.markdown:
+                from sdaudit.report.formats import markdown
 
-            sys.stdout.write(markdown(data_dict))
-        else:
-            from rich.console import Console
+                sys.stdout.write(markdown(data_dict))
+            else:
+                from sdaudit.cli.common import out_console
+                from sdaudit.report.terminal import render
 
-            from sdaudit.report.terminal import render
-
-            render(report, Console(highlight=False), top=top)
+                render(report, out_console(), top=top)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): the audit is done, its exit code stands.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        if fmt is Format.text and not quiet:
             for label, path in (("report", json_path), ("HTML report", html_path)):
                 if path is not None:
                     err_console().print(f"[dim]{label} written to {path}[/]")

@@ -89,6 +89,15 @@ def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> None:
                            "create the folder first")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes the file private (0600); a report gets the mode an ordinary new file
+        # would (0666 less the umask), or keeps the mode of the file it replaces.
+        if target.exists():
+            mode = target.stat().st_mode & 0o777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(content.encode("utf-8") if isinstance(content, str) else content)
             fh.flush()

@@ -147,3 +147,38 @@ def test_noise_draws_inside_the_graph_where_shapes_are_open(monkeypatch):
     report = _run()
     assert any("draws afresh" in note for note in report["summary"]["notes"])
     assert 0 < report["summary"]["noise_auc"] <= 1
+
+
+def test_a_second_head_does_not_stop_the_levels(tmp_path):
+    """Layers that only feed another output get no suffix level of their own; the scan runs
+    (it stopped with "does not depend on any selected layer" when levels were built blindly)::
+
+        x ─Gemm─► h0 ─Relu─► a0 ─Gemm─► logits
+                              └─Gemm─► h1 ─Relu─► a1 ─Gemm─► aux
+    """
+    rng = np.random.default_rng(0)
+
+    def const(name, *shape):
+        return gs.Constant(name, rng.standard_normal(shape).astype(np.float32))
+
+    x = gs.Variable("x", dtype=np.float32, shape=["N", 4])
+    h0, a0, h1, a1 = (gs.Variable(n, dtype=np.float32) for n in ("h0", "a0", "h1", "a1"))
+    logits = gs.Variable("logits", dtype=np.float32, shape=["N", 3])
+    aux = gs.Variable("aux", dtype=np.float32, shape=["N", 2])
+    graph = gs.Graph(inputs=[x], outputs=[logits, aux], nodes=[
+        gs.Node("Gemm", inputs=[x, const("W0", 4, 8)], outputs=[h0]),
+        gs.Node("Relu", inputs=[h0], outputs=[a0]),
+        gs.Node("Gemm", inputs=[a0, const("W1", 8, 3)], outputs=[logits]),
+        gs.Node("Gemm", inputs=[a0, const("W2", 8, 6)], outputs=[h1]),
+        gs.Node("Relu", inputs=[h1], outputs=[a1]),
+        gs.Node("Gemm", inputs=[a1, const("W3", 6, 2)], outputs=[aux]),
+    ])
+    model = save(_export(graph, 17), tmp_path / "two-heads.onnx")
+    xs = rng.standard_normal((60, 4)).astype(np.float32)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=xs, y=rng.integers(0, 3, 60))
+    report = json.loads(dumps(audit(str(model), str(data), AuditConfig(draws=2, device="cpu"))))
+    assert len(report["layers"]) == 2
+    # The aux-only layer changes nothing on the logits: its curve stays at the baseline.
+    aux_curve = report["ablation"]["per_layer"]["a1"]["accuracy_mean"]
+    assert aux_curve == pytest.approx([report["baseline"]["accuracy"]] * len(aux_curve))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from sdaudit._version import __version__
+from sdaudit.cli.common import StdoutClosedError
 from sdaudit.cli.compare import compare
 from sdaudit.cli.instrument import instrument
 from sdaudit.cli.layers import layers
@@ -61,7 +62,7 @@ def run(argv: list[str] | None = None) -> int:
         command = exc.ctx.command_path if exc.ctx else "sdaudit"
         print(f"sdaudit: error: {exc.format_message()} (see `{command} --help`)", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing to add
+    except StdoutClosedError:  # the reader of stdout went away (`| head`): nothing to add
         import os
 
         devnull = os.open(os.devnull, os.O_WRONLY)

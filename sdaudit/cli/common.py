@@ -37,16 +37,29 @@ def err_console() -> Any:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+class StdoutClosedError(BrokenPipeError):
+    """The reader of stdout went away (`| head`): not an error of the audit."""
+
+
+def write_stdout(text: str) -> None:
+    """Write to stdout; a closed pipe raises :class:`StdoutClosedError`."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise StdoutClosedError from None
+
+
 def out_console() -> Any:
     """A rich console on stdout whose reader may leave (`| head`): a closed pipe raises
-    BrokenPipeError for the command to handle (rich's own handler exits with 1, which is the
-    gate-failed code)."""
+    :class:`StdoutClosedError` for the command to handle (rich's own handler exits with 1, which is
+    the gate-failed code)."""
     from rich.console import Console
 
     console = Console(highlight=False)
 
     def broken_pipe() -> None:
-        raise BrokenPipeError
+        raise StdoutClosedError
 
     console.on_broken_pipe = broken_pipe  # type: ignore[method-assign]
     return console
@@ -70,7 +83,7 @@ def boundary() -> Iterator[None]:
     """User errors → one line on stderr, exit 2; Ctrl-C → 130; bugs → traceback, exit 3."""
     try:
         yield
-    except (typer.Exit, BrokenPipeError):  # a closed stdout is the caller's (cli.app) to handle
+    except (typer.Exit, StdoutClosedError):  # a closed stdout is cli.app's to handle
         raise
     except SdauditError as exc:
         print(f"sdaudit: error: {exc}", file=sys.stderr)

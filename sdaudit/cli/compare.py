@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from enum import Enum
 from pathlib import Path
 
 import typer
 
-from sdaudit.cli.common import boundary, err_console, out_console
+from sdaudit.cli.common import boundary, err_console, out_console, write_stdout
 
 
 class CompareFormat(str, Enum):
@@ -44,8 +43,7 @@ def compare(
         for warning in warnings:
             errors.print(f"[yellow]warning:[/] {warning}")
         if fmt is CompareFormat.json:
-            sys.stdout.write(json.dumps({"ranking": ranking, "warnings": warnings}, indent=2)
-                             + "\n")
+            write_stdout(json.dumps({"ranking": ranking, "warnings": warnings}, indent=2) + "\n")
             return
         from rich import box
         from rich.table import Table

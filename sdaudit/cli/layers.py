@@ -6,7 +6,14 @@ import json
 
 import typer
 
-from sdaudit.cli.common import InputShapeOpt, LayersOpt, ModelArg, boundary, out_console
+from sdaudit.cli.common import (
+    InputShapeOpt,
+    LayersOpt,
+    ModelArg,
+    boundary,
+    out_console,
+    write_stdout,
+)
 
 
 def layers(
@@ -29,7 +36,7 @@ def layers(
                 "outputs": [s.to_dict() for s in loaded.outputs],
                 "layers": [layer.to_dict() for layer in found],
             }
-            typer.echo(json.dumps(payload, indent=2))
+            write_stdout(json.dumps(payload, indent=2) + "\n")
             return
         from rich import box
         from rich.table import Table

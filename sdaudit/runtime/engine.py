@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +46,7 @@ FP16_TOLERANCE = 0.005
 # start at evenly spaced layers and a configuration runs from the last level at or before its
 # first perturbed layer.
 MAX_LEVELS = 8
+LEVEL_BYTES = 512 << 20
 
 
 @dataclass
@@ -276,13 +277,25 @@ class Engine:
         # Later suffix levels, and the tensors their cuts need from the statistics run.
         self._levels: list[_Level] = [_Level(0, self._sweep, self._sweep_split)]
         if levels and len(layers) > 1:
+            import onnx
+
             count = len(layers)
-            firsts = (range(1, count) if count <= MAX_LEVELS else
-                      sorted({round(i * count / MAX_LEVELS) for i in range(1, MAX_LEVELS)}))
+            # Each level holds a copy of its suffix: at most MAX_LEVELS, and no more than
+            # LEVEL_BYTES of model copies in all (a big model gets fewer, evenly spaced levels).
+            wanted = min(count, MAX_LEVELS,
+                         1 + int(LEVEL_BYTES // max(model.ByteSize(), 1)))
+            firsts = (range(1, count) if count <= wanted else
+                      sorted({round(i * count / wanted) for i in range(1, wanted)}))
             for first in firsts:
                 inst = instrument(model, layers[first:], noise=False, stats=False, fill=fill,
                                   seed=seed, verify=False)
-                self._levels.append(_Level(first, inst, split(inst, (self.output,))))
+                try:
+                    part = split(inst, (self.output,))
+                except RewriteError:  # these layers do not reach the output (another head's)
+                    continue
+                # Keep names and the suffix only: the full copies are not needed again.
+                self._levels.append(_Level(first, replace(inst, model=onnx.ModelProto()),
+                                           replace(part, prefix=None)))
         self._level_outputs = tuple(dict.fromkeys(
             name for level in self._levels[1:] for name in level.split.cut
             if name not in self._sweep_split.cut))

@@ -356,10 +356,12 @@ def main() -> int:
 
 
 def cost_model(scaling: dict) -> list[str]:
-    """Wall time = a + b · images, fitted by least squares over the measured sizes."""
+    """Wall time = a + b · images, fitted by least squares (relative) over the measured sizes."""
     sizes = np.array(sorted(scaling), dtype=float)
     times = np.array([scaling[int(n)]["seconds"] for n in sizes])
-    b, a = np.polyfit(sizes, times, 1)
+    # Relative errors weigh alike (weights 1/t): a plain fit lets the largest size, whose
+    # run is longest and most exposed to drift in the machine's speed, set the line alone.
+    b, a = np.polyfit(sizes, times, 1, w=1.0 / times)
     lines = ["", "### Cost model", "",
              "The work is images × configurations × the suffix's cost per image, plus one prefix "
              "and one statistics run per image, plus a fixed start (imports, rewriting, sessions):",

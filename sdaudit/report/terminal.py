@@ -80,8 +80,11 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
                   box=box.SIMPLE_HEAD)
     for col in ("layer", "op", "units", "dead", "SI mean", "SI med", "SI max", "MI",
                 "ρ(SI,imp)", "AUC"):
+        # Narrow terminals fold a long layer name over lines rather than cut it to "/3…".
         table.add_column(col, justify="left" if col in ("layer", "op") else "right",
-                         no_wrap=col != "layer")
+                         overflow="fold",
+                         min_width=min(8, max(len(x.name) for x in report.layers))
+                         if col == "layer" else None)
     for layer in report.layers:
         table.add_row(layer.name, layer.op_type, str(layer.channels), str(layer.dead_units),
                       _f(layer.selectivity_mean), _f(layer.selectivity_median),

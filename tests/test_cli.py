@@ -153,3 +153,17 @@ def test_python_dash_m_runs_the_cli():
                          text=True, check=False)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
+
+
+def test_layers_of_an_instrumented_model_say_so(tmp_path, capsys):
+    from conftest import ROOT
+
+    from sdaudit.cli.app import run
+
+    out = tmp_path / "inst.onnx"
+    assert run(["instrument", str(ROOT / "samples" / "digits-mlp.onnx"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert run(["layers", str(out)]) == 0
+    assert "instrumented already" in capsys.readouterr().err
+    assert run(["layers", str(ROOT / "samples" / "digits-mlp.onnx")]) == 0
+    assert "instrumented already" not in capsys.readouterr().err

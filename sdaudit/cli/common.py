@@ -15,7 +15,7 @@ from sdaudit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BadFlagError, Sdaudi
 
 ModelArg = Annotated[Path, typer.Argument(
     help="The model: an .onnx file (or TorchScript .pt / torch.export .pt2, with sdaudit[torch]).",
-    show_default=False)]
+    show_default=False, metavar="MODEL")]
 LayersOpt = Annotated[
     str,
     typer.Option(

@@ -17,8 +17,9 @@ class CompareFormat(str, Enum):
 
 
 def compare(
-    reports: list[Path] = typer.Argument(..., help="JSON reports written by `sdaudit scan "
-                                         "--json`, one per model.", show_default=False),
+    reports: list[Path] = typer.Argument(..., metavar="REPORT.json...",
+                                         help="JSON reports written by `sdaudit scan --json`, "
+                                         "one per model.", show_default=False),
     fmt: CompareFormat = typer.Option(CompareFormat.text, "--format",
                                       help="text (table) or json on stdout."),
     html_path: Path | None = typer.Option(None, "--html", help="Write an HTML page here.",

@@ -28,6 +28,15 @@ def layers(
         from sdaudit.model.load import load_model, parse_input_shapes
 
         loaded = load_model(model, parse_input_shapes(input_shape), require_static=False)
+        from sdaudit.rewrite.instrument import MASK_SUFFIX
+
+        controls = [s.name for s in loaded.inputs if s.name.endswith(MASK_SUFFIX)]
+        if controls:
+            from sdaudit.cli.common import err_console
+
+            err_console().print(
+                f"[yellow]warning: this model is instrumented already (input {controls[0]!r}); "
+                "its layers include the added tensors: list the original model instead[/]")
         found = select_layers(discover_layers(loaded.proto), select)
         if as_json:
             payload = {

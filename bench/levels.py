@@ -55,7 +55,7 @@ def main() -> int:
     with_levels = json.loads(dumps(audit(args.model, args.data, config)))
     t1 = time.perf_counter()
 
-    def level_0_only(self: Any, masks: np.ndarray, _missing: bool = False) -> list:
+    def level_0_only(self: Any, masks: np.ndarray) -> list:
         return [(self._levels[0], np.arange(1, len(masks)))]
 
     engine.Engine._assign_levels = level_0_only  # type: ignore[method-assign]

@@ -87,7 +87,7 @@ def test_fp16_that_changes_predictions_falls_back_to_fp32(tmp_path):
     assert report["noise"] == plain["noise"]  # the noise session fell back too
 
 
-def _all_from_level_0(self, masks, missing=False):
+def _all_from_level_0(self, masks):
     return [(self._levels[0], np.arange(1, len(masks)))]
 
 

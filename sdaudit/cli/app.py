@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from sdaudit._version import __version__
-from sdaudit.cli.common import StdoutClosedError
+from sdaudit.cli.common import StdoutClosedError, silence_stdout
 from sdaudit.cli.compare import compare
 from sdaudit.cli.instrument import instrument
 from sdaudit.cli.layers import layers
@@ -63,10 +63,7 @@ def run(argv: list[str] | None = None) -> int:
         print(f"sdaudit: error: {exc.format_message()} (see `{command} --help`)", file=sys.stderr)
         return 2
     except StdoutClosedError:  # the reader of stdout went away (`| head`): nothing to add
-        import os
-
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        silence_stdout()
         return 0
     except (typer.Abort, KeyboardInterrupt):
         print("sdaudit: interrupted", file=sys.stderr)

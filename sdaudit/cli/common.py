@@ -41,6 +41,15 @@ class StdoutClosedError(BrokenPipeError):
     """The reader of stdout went away (`| head`): not an error of the audit."""
 
 
+def silence_stdout() -> None:
+    """Point stdout at /dev/null once its reader is gone, so that nothing written later (or
+    flushed at exit) raises again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def write_stdout(text: str) -> None:
     """Write to stdout; a closed pipe raises :class:`StdoutClosedError`."""
     try:

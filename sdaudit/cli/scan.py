@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -256,27 +254,26 @@ def scan(
             from sdaudit.report.html import render_report
 
             write_atomic(html_path, render_report(data_dict))
+        from sdaudit.cli.common import StdoutClosedError, out_console, silence_stdout, write_stdout
+
         try:
             if fmt is Format.json:
-                sys.stdout.write(text)
+                write_stdout(text)
             elif fmt is Format.junit:
                 from sdaudit.report.formats import junit
 
-                sys.stdout.write(junit(data_dict))
+                write_stdout(junit(data_dict))
             elif fmt is Format.markdown:
                 from sdaudit.report.formats import markdown
 
-                sys.stdout.write(markdown(data_dict))
+                write_stdout(markdown(data_dict))
             else:
-                from sdaudit.cli.common import out_console
                 from sdaudit.report.terminal import render
 
                 render(report, out_console(), top=top)
-            sys.stdout.flush()
-        except BrokenPipeError:
+        except StdoutClosedError:
             # The reader went away (`| head`): the audit is done, its exit code stands.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            silence_stdout()
         if fmt is Format.text and not quiet:
             for label, path in (("report", json_path), ("HTML report", html_path)):
                 if path is not None:

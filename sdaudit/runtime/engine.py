@@ -342,42 +342,34 @@ class Engine:
         if out_spec.shape and len(out_spec.shape) == 2 and isinstance(out_spec.shape[1], int):
             self.num_classes = out_spec.shape[1]
 
-    def _sweep_sessions(self, precision: str) -> tuple[Any, Any]:
-        """Sessions of the sweep and noise suffixes, in ``precision``."""
+    def _suffix_session(self, part: SplitModel, precision: str) -> Any:
+        """A session of ``part``'s suffix in ``precision``."""
         from sdaudit.runtime.session import make_session
 
-        def build(part: SplitModel | None) -> Any:
-            if part is None:
-                return None
-            model = part.suffix
-            if precision == "fp16":
-                from sdaudit.rewrite.precision import to_fp16
+        model = part.suffix
+        if precision == "fp16":
+            from sdaudit.rewrite.precision import to_fp16
 
-                model = to_fp16(model)
-            return make_session(model.SerializeToString(), self.device, self.threads)
+            model = to_fp16(model)
+        return make_session(model.SerializeToString(), self.device, self.threads)
 
+    def _sweep_sessions(self, precision: str) -> tuple[Any, Any]:
+        """Sessions of the sweep and noise suffixes, in ``precision``."""
         for level in self._levels[1:]:
             level.session = None  # rebuilt on first use, in the precision now in force
-        return build(self._sweep_split), build(self._noise_split)
+        noise = (self._suffix_session(self._noise_split, precision)
+                 if self._noise_split is not None else None)
+        return self._suffix_session(self._sweep_split, precision), noise
 
     def _level_session(self, level: _Level) -> Any:
         if level.first == 0:
             return self._sweep_sess
         if level.session is None:
-            from sdaudit.runtime.session import make_session
-
-            model = level.split.suffix
-            if self.precision == "fp16":
-                from sdaudit.rewrite.precision import to_fp16
-
-                model = to_fp16(model)
-            level.session = make_session(model.SerializeToString(), self.device, self.threads)
+            level.session = self._suffix_session(level.split, self.precision)
         return level.session
 
     @property
     def runtime(self) -> RuntimeInfo:
-        from dataclasses import replace
-
         return replace(self._runtime, precision=self.precision, io_binding=self.io_binding)
 
     # -- pieces ------------------------------------------------------------------------------
@@ -506,8 +498,12 @@ class Engine:
             # kept: the suffixes run on the padded chunk).
             extra = list(self._level_outputs) if configs is not None else []
             level_cut: dict[str, np.ndarray] = {}
-            if stats or hist is not None:
-                names = [self.output, *self._stats.mean_outputs, *self._stats.sqmean_outputs]
+            want_units = stats or hist is not None
+            if want_units or configs is not None:
+                # One run serves the statistics, the histogram and the sweep's unperturbed row
+                # (always from this fp32 session).
+                names = [self.output, *self._stats.mean_outputs, *self._stats.sqmean_outputs] \
+                    if want_units else [self.output]
                 raw = self._stats_sess.run([*names, *extra], {**cut, **ctl})
                 level_cut = dict(zip(extra, raw[len(names):], strict=True))
                 outs = [o[:n] for o in raw[:len(names)]]
@@ -515,33 +511,28 @@ class Engine:
                 self._check_output(out, labels if n and labels[0] >= 0 else labels[:0])
                 pred = np.argmax(out, axis=1)
                 logp = _log_probs(out, bool(self.probabilities))
-                y = labels if n and labels[0] >= 0 else pred
-                means = np.concatenate([o.astype(np.float64) for o in outs[1:1 + len(self.layers)]],
-                                       axis=1)
-                if stats:
-                    if result.stats is None:
-                        result.stats = self._new_stats(int(self.num_classes or out.shape[1]))
-                    sqmeans = np.concatenate(
-                        [o.astype(np.float64) for o in outs[1 + len(self.layers):]], axis=1)
-                    self._add_stats(result.stats, out, pred, logp, y, means, sqmeans)
-                if hist is not None:
-                    k = int(self.num_classes or out.shape[1])
-                    if result.hist is None:
-                        result.hist = np.zeros((self.units, hist.bins, k), dtype=np.int64)
-                    from sdaudit.analysis.selectivity import bin_index
+                if want_units:
+                    y = labels if n and labels[0] >= 0 else pred
+                    means = np.concatenate(
+                        [o.astype(np.float64) for o in outs[1:1 + len(self.layers)]], axis=1)
+                    if stats:
+                        if result.stats is None:
+                            result.stats = self._new_stats(int(self.num_classes or out.shape[1]))
+                        sqmeans = np.concatenate(
+                            [o.astype(np.float64) for o in outs[1 + len(self.layers):]], axis=1)
+                        self._add_stats(result.stats, out, pred, logp, y, means, sqmeans)
+                    if hist is not None:
+                        k = int(self.num_classes or out.shape[1])
+                        if result.hist is None:
+                            result.hist = np.zeros((self.units, hist.bins, k), dtype=np.int64)
+                        from sdaudit.analysis.selectivity import bin_index
 
-                    b = bin_index(means, hist.lo, hist.hi, hist.bins)
-                    flat = (unit_idx[None, :] * hist.bins + b) * k + y[:, None]
-                    result.hist += np.bincount(flat.ravel(), minlength=result.hist.size).reshape(
-                        result.hist.shape)
+                        b = bin_index(means, hist.lo, hist.hi, hist.bins)
+                        flat = (unit_idx[None, :] * hist.bins + b) * k + y[:, None]
+                        result.hist += np.bincount(flat.ravel(),
+                                                   minlength=result.hist.size).reshape(
+                            result.hist.shape)
                 base = (pred, logp)
-            elif configs is not None:
-                # The unperturbed row always comes from the (fp32) statistics session.
-                raw = self._stats_sess.run([self.output, *extra], {**cut, **ctl})
-                level_cut = dict(zip(extra, raw[1:], strict=True))
-                out = raw[0][:n]
-                self._check_output(out, labels if n and labels[0] >= 0 else labels[:0])
-                base = (np.argmax(out, axis=1), _log_probs(out, bool(self.probabilities)))
             t2 = time.perf_counter()
             done += n
             if configs is not None:
@@ -633,17 +624,9 @@ class Engine:
 
         return run_bound
 
-    def _check_fp16(self, cut: dict[str, np.ndarray], n: int,
-                    reference: np.ndarray | None) -> None:
+    def _check_fp16(self, cut: dict[str, np.ndarray], n: int, reference: np.ndarray) -> None:
         """Run the unablated model through the fp16 suffix on this chunk; keep fp16 only if it
-        changes at most FP16_TOLERANCE of the fp32 predictions (``reference``, or the
-        statistics session's where not given)."""
-        from sdaudit.rewrite.instrument import neutral_controls
-
-        if reference is None:
-            ref_out = self._stats_sess.run([self.output],
-                                           {**cut, **neutral_controls(self._stats, 1)})[0][:n]
-            reference = np.argmax(ref_out, axis=1)
+        changes at most FP16_TOLERANCE of the fp32 predictions ``reference``."""
         rows = self.fixed_batch or n
         ones = np.ones((1, self.units), dtype=np.float32)
         out = self._sweep_sess.run([self.output],
@@ -668,7 +651,7 @@ class Engine:
                      unit_mean: np.ndarray | None, result: PassResult,
                      base: tuple[np.ndarray, np.ndarray] | None, done_rows: int, total_rows: int,
                      progress: Progress | None, phase: str,
-                     unperturbed: dict[str, np.ndarray] | None = None) -> int:
+                     unperturbed: dict[str, np.ndarray]) -> int:
         """Every configuration on one chunk; counts go into ``result``.
 
         ``unperturbed``: the chunk's cut and the unperturbed values of the later levels' cuts.
@@ -705,8 +688,8 @@ class Engine:
         #  draws eps, first layer, cut)
         jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None, SweepCounts,
                          np.ndarray, bool, int, dict[str, np.ndarray]]] = []
-        for level, idx in self._assign_levels(masks, unperturbed is None):
-            level_cut = cut if level.first == 0 or unperturbed is None else {
+        for level, idx in self._assign_levels(masks):
+            level_cut = cut if level.first == 0 else {
                 name: unperturbed[name] for name in level.split.cut}
             jobs.append((self._level_session(level), level.inst, masks[idx], None,
                          result.mask_counts, idx, False, level.first, level_cut))
@@ -771,15 +754,12 @@ class Engine:
             np.add.at(counts.class_counts, y, 1)
         return done_rows
 
-    def _assign_levels(self, masks: np.ndarray,
-                       unperturbed_missing: bool = False) -> list[tuple[_Level, np.ndarray]]:
+    def _assign_levels(self, masks: np.ndarray) -> list[tuple[_Level, np.ndarray]]:
         """Rows 1… of ``masks`` by the suffix level they run from: the last level starting at
         or before the first layer the row perturbs."""
         rows = masks[1:]
         if len(rows) == 0:
             return []
-        if unperturbed_missing:
-            return [(self._levels[0], np.arange(1, len(masks)))]
         perturbed = np.stack([(rows[:, lo:hi] != 1).any(axis=1)
                               for lo, hi in zip(self.offsets[:-1], self.offsets[1:], strict=True)],
                              axis=1)

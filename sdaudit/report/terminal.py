@@ -82,7 +82,7 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
                 "ρ(SI,imp)", "AUC"):
         # Narrow terminals fold a long layer name over lines rather than cut it to "/3…".
         table.add_column(col, justify="left" if col in ("layer", "op") else "right",
-                         overflow="fold",
+                         overflow="fold", no_wrap=col == "op",
                          min_width=min(8, max(len(x.name) for x in report.layers))
                          if col == "layer" else None)
     for layer in report.layers:

@@ -233,6 +233,7 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
                     chunk_size=config.chunk_for(
                         int(np.prod(layout.shape)) * np.dtype(layout.dtype).itemsize),
                     output=output, precision=config.precision, io_binding=config.io_binding,
+                    prune=config.prune,
                     # suffixes that start at later layers pay off where configurations leave
                     # the first layers intact: per-layer curves, single units, ordered ablation
                     levels=(config.wants("ablation") and config.per_layer)

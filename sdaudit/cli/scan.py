@@ -122,6 +122,10 @@ def scan(
     io_binding: bool | None = typer.Option(
         None, "--io-binding/--no-io-binding", help="Copy each chunk's cut tensors to the device "
         "once for all its configurations [default: on with CUDA].", show_default=False),
+    prune: bool = typer.Option(
+        True, "--prune/--no-prune", help="Run zero-ablation configurations that ablate enough "
+        "channels as pruned graphs (ablated channels neither read nor computed; same results, "
+        "less work)."),
     input_shape: InputShapeOpt = None,
     preset: str = typer.Option("none", help="Image preprocessing preset: none (/255, resize to the "
                                "input) or imagenet (short side 256, centre crop 224, ImageNet "
@@ -214,7 +218,7 @@ def scan(
                 noise_levels=parse_floats(noise_levels, "--noise-levels") or (),
                 ablation_value=ablation_value.value, per_layer=per_layer, mi_bins=mi_bins,
                 chunk_size=chunk_size, device=device.value, threads=threads,
-                precision=precision.value, io_binding=io_binding,
+                precision=precision.value, io_binding=io_binding, prune=prune,
                 risk=RiskThresholds(risk[0], risk[1]),
                 gate=Gate(fail_under, None if baseline is None else str(baseline), max_drop),
             )

@@ -91,6 +91,8 @@ SCHEMA: dict[str, Any] = {
                                    "cut": {"type": "array", "items": {"type": "string"}},
                                    "precision": {"enum": ["fp32", "fp16"]},
                                    "io_binding": {"type": "boolean"},
+                                   "prune": {"type": "boolean"},
+                                   "pruned_configurations": {"type": "integer", "minimum": 0},
                                    "fp16_prediction_change": {"type": "number", "minimum": 0,
                                                               "maximum": 1}}},
         "config": {"type": "object", "required": ["layers", "measures", "fractions", "draws", "seed",

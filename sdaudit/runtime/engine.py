@@ -47,6 +47,15 @@ FP16_TOLERANCE = 0.005
 # first perturbed layer.
 MAX_LEVELS = 8
 LEVEL_BYTES = 512 << 20
+# Pruned suffixes (zero ablation): a configuration runs pruned where its convolutions and
+# products need at most this share of the masked suffix's multiply-adds; at most PRUNE_BYTES of
+# pruned weights per pass, fused into sessions of at most PRUNE_SESSION configurations.
+PRUNE_MAX_COST = 0.9
+PRUNE_MIN_ABLATED = 0.05  # configurations ablating less of their layers' units are not tried
+PRUNE_BYTES = 256 << 20
+PRUNE_SESSION = 48
+# The first chunk checks a fused session's first and last branch against the masked suffix.
+PRUNE_RTOL = {"fp32": 1e-4, "fp16": 2e-2}
 
 
 @dataclass
@@ -57,6 +66,18 @@ class _Level:
     inst: InstrumentedModel
     split: SplitModel
     session: Any = None  # built on first use
+
+
+@dataclass
+class _Fused:
+    """Pruned suffixes of several configurations in one session (see rewrite.prune)."""
+
+    level: _Level
+    session: Any
+    rows: np.ndarray  # the configurations (mask rows) it runs, one output each
+    outputs: list[str]
+    inputs: list[str]
+    checked: bool = False
 
 
 @dataclass
@@ -218,7 +239,7 @@ class Engine:
                  threads: int | None = None, ablation_value: str = "zero", noise: bool = True,
                  seed: int = 0, chunk_size: int = 256, output: str | None = None,
                  precision: str = "fp32", io_binding: bool | None = None,
-                 levels: bool = True) -> None:
+                 levels: bool = True, prune: bool = True) -> None:
         from sdaudit.config import PRECISIONS
         from sdaudit.rewrite.batch import free_batch, has_fixed_batch
         from sdaudit.rewrite.instrument import instrument
@@ -317,6 +338,11 @@ class Engine:
         self.fp16_changed: float | None = None  # share of predictions fp16 changed (chunk 1)
         self._sweep_sess, self._noise_sess = self._sweep_sessions(precision)
         self._group_cap: int | None = None  # configurations per run after an out-of-memory
+        # Pruned suffixes for zero ablation: planned per pass on its first chunk.
+        self.prune = prune and ablation_value == "zero"
+        self._pruners: dict[int, Any] = {}
+        self._plan: list[_Fused] | None = None
+        self.pruned_configs = 0  # configurations that ran pruned, over all passes
         self._eps_sess = None
         if self._noise is not None and not self._noise.eps_inputs:
             self.notes.append("a noise layer's shape is not fully known: every noise run draws "
@@ -344,14 +370,16 @@ class Engine:
 
     def _suffix_session(self, part: SplitModel, precision: str) -> Any:
         """A session of ``part``'s suffix in ``precision``."""
+        return self._model_session(part.suffix, precision)
+
+    def _model_session(self, model: Any, precision: str, arena: bool = True) -> Any:
         from sdaudit.runtime.session import make_session
 
-        model = part.suffix
         if precision == "fp16":
             from sdaudit.rewrite.precision import to_fp16
 
             model = to_fp16(model)
-        return make_session(model.SerializeToString(), self.device, self.threads)
+        return make_session(model.SerializeToString(), self.device, self.threads, arena=arena)
 
     def _sweep_sessions(self, precision: str) -> tuple[Any, Any]:
         """Sessions of the sweep and noise suffixes, in ``precision``."""
@@ -370,7 +398,8 @@ class Engine:
 
     @property
     def runtime(self) -> RuntimeInfo:
-        return replace(self._runtime, precision=self.precision, io_binding=self.io_binding)
+        return replace(self._runtime, precision=self.precision, io_binding=self.io_binding,
+                       prune=self.prune, pruned_configs=self.pruned_configs)
 
     # -- pieces ------------------------------------------------------------------------------
     def _padded(self, x: np.ndarray) -> np.ndarray:
@@ -475,6 +504,8 @@ class Engine:
         from sdaudit.rewrite.instrument import neutral_controls
 
         result = PassResult()
+        self._plan = None
+        self._pass_pruned: set[int] = set()
         expand: np.ndarray | None = None
         planned = 0 if configs is None else len(configs.masks) + len(configs.noise_sd)
         if configs is not None:
@@ -565,6 +596,7 @@ class Engine:
         elif done == 0:
             raise DataError(f"no usable samples in {data.path!r}",
                             "check that the data holds readable samples")
+        self.pruned_configs += len(self._pass_pruned)
         if result.mask_counts is not None and expand is not None:
             result.mask_counts = result.mask_counts.take(expand)
         return result
@@ -688,7 +720,16 @@ class Engine:
         #  draws eps, first layer, cut)
         jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None, SweepCounts,
                          np.ndarray, bool, int, dict[str, np.ndarray]]] = []
-        for level, idx in self._assign_levels(masks):
+        if self._plan is None:
+            self._plan = self._plan_pruning(masks)
+        pruned = self._run_pruned(masks, unperturbed, result.mask_counts, n, y, base)
+        done_rows += n * len(pruned)
+        if progress and len(pruned):
+            progress(phase, done_rows, total_rows)
+        for level, assigned in self._assign_levels(masks):
+            idx = assigned[~np.isin(assigned, pruned)]
+            if len(idx) == 0:
+                continue
             level_cut = cut if level.first == 0 else {
                 name: unperturbed[name] for name in level.split.cut}
             jobs.append((self._level_session(level), level.inst, masks[idx], None,
@@ -753,6 +794,109 @@ class Engine:
             counts.n += n
             np.add.at(counts.class_counts, y, 1)
         return done_rows
+
+    # -- pruned suffixes ---------------------------------------------------------------------
+    def _pruner(self, level: _Level) -> Any:
+        """The pruning pass over ``level``'s suffix (None where its graph cannot be analysed)."""
+        if level.first not in self._pruners:
+            from sdaudit.rewrite.prune import Pruner
+
+            try:
+                self._pruners[level.first] = Pruner(level.split.suffix, level.inst.mask_inputs,
+                                                    self.output)
+            except Exception as exc:  # an unusual graph: its configurations run masked
+                from sdaudit.errors import first_line
+
+                self.notes.append(f"pruned suffixes are off for this model ({first_line(exc)})")
+                self._pruners[level.first] = None
+        return self._pruners[level.first]
+
+    def _plan_pruning(self, masks: np.ndarray) -> list[_Fused]:
+        """Fused pruned sessions for the configurations that pay for one (rows 1… of masks)."""
+        if not self.prune:
+            return []
+        from sdaudit.rewrite.prune import NotPrunableError
+
+        plan: list[_Fused] = []
+        budget = PRUNE_BYTES
+        for level, assigned in self._assign_levels(masks):
+            lo = self.offsets[level.first]
+            idx = assigned[(masks[assigned, lo:] == 0).mean(axis=1) >= PRUNE_MIN_ABLATED]
+            if len(idx) == 0 or self._pruner(level) is None:
+                continue
+            pruner = self._pruner(level)
+            branches, rows = [], []
+            for row in idx:
+                cfg = {name: masks[row, self.offsets[i]:self.offsets[i + 1]]
+                       for i, name in enumerate(level.inst.mask_inputs, start=level.first)}
+                try:
+                    branch = pruner.branch(cfg, f"{self.output}#{row}")
+                except NotPrunableError:
+                    continue
+                if branch.cost > PRUNE_MAX_COST or branch.nbytes > budget:
+                    continue
+                budget -= branch.nbytes
+                branches.append(branch)
+                rows.append(row)
+            for start in range(0, len(rows), PRUNE_SESSION):
+                group = branches[start:start + PRUNE_SESSION]
+                model = pruner.fuse(group)
+                plan.append(_Fused(level, self._model_session(model, self.precision, arena=False),
+                                   np.asarray(rows[start:start + PRUNE_SESSION]),
+                                   [b.output for b in group],
+                                   [i.name for i in model.graph.input]))
+        return plan
+
+    def _run_pruned(self, masks: np.ndarray, unperturbed: dict[str, np.ndarray],
+                    counts: SweepCounts, n: int, y: np.ndarray,
+                    base: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Run the planned fused sessions on one chunk; the rows they counted.
+
+        A session's first run checks its first and last branch against the masked suffix;
+        a mismatch (or running out of memory) turns pruning off: those rows run masked."""
+        done: list[np.ndarray] = []
+        base_pred, base_logp = base
+        base_p = np.exp(base_logp)
+        rows_in = self.fixed_batch or n
+        for fused in self._plan or []:
+            feeds = {name: unperturbed[name] for name in fused.inputs}
+            try:
+                outs = fused.session.run(fused.outputs, feeds)
+            except Exception as exc:
+                if not _out_of_memory(exc):
+                    raise
+                self.notes.append("ran out of memory running pruned suffixes; the remaining "
+                                  "configurations ran masked")
+                self._plan = []
+                break
+            if not fused.checked:
+                level = fused.level
+                for k in sorted({0, len(fused.rows) - 1}):
+                    row = int(fused.rows[k])
+                    ref = self._level_session(level).run([self.output], {
+                        **{name: unperturbed[name] for name in level.split.cut},
+                        **self._controls(level.inst, masks[row:row + 1], rows_in,
+                                         first=level.first)})[0]
+                    scale = max(1.0, float(np.abs(ref).max()))
+                    if not np.allclose(outs[k], ref, rtol=0,
+                                       atol=PRUNE_RTOL[self.precision] * scale):
+                        self.notes.append(
+                            "a pruned suffix disagreed with the masked one "
+                            f"(max difference {float(np.abs(outs[k] - ref).max()):.3g}); "
+                            "every configuration ran masked")
+                        self.prune = False
+                        self._plan = []
+                        return np.concatenate(done) if done else np.zeros(0, np.int64)
+                fused.checked = True
+            out = np.stack([o[:n] for o in outs])  # [configs, n, classes]
+            g = len(fused.rows)
+            flat = out.reshape(g * n, -1)
+            logp = _log_probs(flat, bool(self.probabilities)).reshape(g, n, -1)
+            pred = np.argmax(out, axis=2)
+            _accumulate(counts, fused.rows, logp, pred, y, base_pred, base_logp, base_p)
+            done.append(fused.rows)
+            self._pass_pruned.update(int(r) for r in fused.rows)
+        return np.concatenate(done) if done else np.zeros(0, np.int64)
 
     def _assign_levels(self, masks: np.ndarray) -> list[tuple[_Level, np.ndarray]]:
         """Rows 1… of ``masks`` by the suffix level they run from: the last level starting at

@@ -34,6 +34,8 @@ class RuntimeInfo:
     onnxruntime_version: str
     precision: str = "fp32"  # of the sweep suffix; prefix and statistics are always fp32
     io_binding: bool = False  # cut tensors bound on the device once per chunk
+    prune: bool = False  # zero-ablation configurations may run as pruned suffixes
+    pruned_configs: int = 0  # how many did
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -43,6 +45,8 @@ class RuntimeInfo:
             "onnxruntime_version": self.onnxruntime_version,
             "precision": self.precision,
             "io_binding": self.io_binding,
+            "prune": self.prune,
+            "pruned_configurations": self.pruned_configs,
         }
 
 
@@ -113,13 +117,16 @@ def resolve_providers(device: str) -> list[str]:
 
 
 def make_session(
-    model_bytes: bytes, device: str = "cpu", threads: int | None = None, *, spin: bool = True
+    model_bytes: bytes, device: str = "cpu", threads: int | None = None, *, spin: bool = True,
+    arena: bool = True,
 ) -> ort.InferenceSession:
     """A session with graph optimizations on and threads matched to the usable cores.
 
     ``spin=False`` for a session that runs once between runs of another (the prefix, the
     statistics run): its idle worker threads then sleep at once instead of spinning on the
-    cores the next session's run needs.
+    cores the next session's run needs. ``arena=False``: host memory goes back when a tensor
+    is freed (for the many small sessions of pruned suffixes, whose arenas would each keep
+    their peak).
     """
     ort_mod = _ort()
     options = ort_mod.SessionOptions()
@@ -127,6 +134,9 @@ def make_session(
     options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not arena:
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = resolve_providers(device)

@@ -223,21 +223,30 @@ def run_floor(args: argparse.Namespace) -> dict[str, object]:
     return {"seconds": time.perf_counter() - t0}
 
 
-def run_sdaudit(args: argparse.Namespace) -> dict[str, object]:
+def run_sdaudit(args: argparse.Namespace, prune: bool = True) -> dict[str, object]:
+    """The CLI as a user runs it (pruned suffixes where they pay); ``prune=False``: --no-prune."""
     cmd = [str(Path(sys.executable).with_name("sdaudit")), "scan", args.model, "--data", args.data,
            "--measure", "ablation", "--no-per-layer", "--layers", ",".join(args.layers),
            "--draws", str(DRAWS), "--fractions", ",".join(str(f) for f in FRACTIONS),
-           "--seed", str(SEED), "--device", "cpu", "--format", "json", "-q"]
+           "--seed", str(SEED), "--device", "cpu", "--format", "json", "-q",
+           *([] if prune else ["--no-prune"])]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - t0
     report = json.loads(done.stdout)
     return {"seconds": seconds, "curve": [round(v, 4) for v in report["ablation"]["accuracy_mean"]],
             "auc": report["summary"]["ablation_auc"], "run_s": report["run"]["duration_s"],
-            "samples": report["data"]["samples"]}
+            "samples": report["data"]["samples"],
+            "pruned": report["runtime"].get("pruned_configurations", 0)}
 
 
-METHODS = {"hooks": run_hooks, "naive": run_naive, "floor": run_floor, "sdaudit": run_sdaudit}
+def run_masked(args: argparse.Namespace) -> dict[str, object]:
+    """sdaudit without pruned suffixes: every configuration runs the masked suffix."""
+    return run_sdaudit(args, prune=False)
+
+
+METHODS = {"hooks": run_hooks, "naive": run_naive, "floor": run_floor, "sdaudit": run_sdaudit,
+           "masked": run_masked}
 
 
 def measure(method: str, model: str, data: str, layers: list[str], weights: str = "") -> dict:
@@ -257,7 +266,7 @@ def measure(method: str, model: str, data: str, layers: list[str], weights: str 
     result["peak_mib"] = round(usage.ru_maxrss / 1024, 1)
     # The whole process: interpreter start, imports (torch, onnxruntime), loading the model and
     # data, the sweep. For sdaudit that is its own CLI process ("seconds").
-    result["process_s"] = result["seconds"] if method == "sdaudit" else process_s
+    result["process_s"] = result["seconds"] if method in ("sdaudit", "masked") else process_s
     return result
 
 
@@ -325,7 +334,7 @@ def main() -> int:
             # (other tenants) hits every method alike; each row reports its median round.
             runs: dict[str, list[dict]] = {}
             for _ in range(args.repeat):
-                for method in ("sdaudit", "floor", "naive", "hooks"):
+                for method in ("sdaudit", "masked", "floor", "naive", "hooks"):
                     if method in skip:
                         continue
                     runs.setdefault(method, []).append(measure(
@@ -400,6 +409,7 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str],
     ]
     floor = rows.get("floor", {}).get("seconds")
     for name, label in (("sdaudit", "a. sdaudit scan --measure ablation (whole CLI run)"),
+                        ("masked", "a′. the same with --no-prune (masked suffixes only)"),
                         ("hooks", "b. PyTorch forward hooks, full forward per configuration"),
                         ("naive", "c. ONNX Runtime, whole instrumented model per configuration"),
                         ("floor", "d. floor: prefix once, suffix once per configuration")):

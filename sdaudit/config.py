@@ -57,7 +57,7 @@ class AuditConfig:
     threads: int | None = None
     precision: str = "fp32"  # "fp16": the sweep suffix in half precision (checked, see engine)
     io_binding: bool | None = None  # None: on where the sweep runs on CUDA
-    prune: bool = True  # zero-ablation configurations as pruned suffixes where that saves work
+    prune: bool | None = None  # pruned suffixes: None where they pay, True always, False never
     risk: RiskThresholds = field(default_factory=RiskThresholds)
     gate: Gate = field(default_factory=Gate)
 

@@ -38,9 +38,20 @@ ZERO_PRESERVING = frozenset({
 CHANNELWISE = frozenset({"Sigmoid", "HardSigmoid", "Softplus", "Exp", "Cos"})
 # Per-channel parameters in these inputs (from index 1): sliced with the channels.
 PER_CHANNEL_PARAMS = frozenset({"BatchNormalization", "InstanceNormalization"})
-# Convolutions read input channels in blocks of this many (ONNX Runtime's NCHWc kernels): a
-# pruned input is padded with zero channels up to a multiple of it.
-CHANNEL_BLOCK = 16
+
+
+def nchwc_block() -> int:
+    """The channel block of ONNX Runtime's NCHWc convolution kernels on this CPU: 16 with
+    AVX-512, else 8. A pruned convolution's input channels are padded (with zero channels) to a
+    multiple of it, which keeps those kernels in use."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return 16 if "avx512f" in line.split() else 8
+    except OSError:
+        pass
+    return 8
 
 
 class NotPrunableError(Exception):
@@ -252,11 +263,11 @@ class Pruner:
     """Builds fused pruned suffixes of one masked suffix for sets of zero-ablation masks."""
 
     def __init__(self, suffix: onnx.ModelProto, mask_inputs: tuple[str, ...],
-                 output: str, block: int = CHANNEL_BLOCK) -> None:
+                 output: str, block: int | None = None) -> None:
         self.g = analyse(suffix, mask_inputs, output)
         self.mask_inputs = mask_inputs
         self.kinds = [_classify(self.g, n) for n in self.g.nodes]
-        self.block = block
+        self.block = block or nchwc_block()
         # Multiply-adds of each convolution and product (per sample), and of the whole suffix.
         self.macs: dict[str, float] = {}
         for node, kind in zip(self.g.nodes, self.kinds, strict=True):
@@ -354,6 +365,27 @@ class Pruner:
         return r
 
     # -- emission ---------------------------------------------------------------------------
+    def cost(self, masks: dict[str, np.ndarray]) -> float:
+        """The share of the masked suffix's multiply-adds a pruned branch would need (without
+        building it; input padding left out)."""
+        g = self.g
+        z = self._zero_sets(masks)
+        r = self._request_sets(masks, z)
+        macs = 0.0
+        for node, kind in zip(g.nodes, self.kinds, strict=True):
+            if kind not in (_Kind.CONV, _Kind.DEPTHWISE, _Kind.GEMM, _Kind.MATMUL):
+                continue
+            out, x = node.output[0], node.input[0]
+            want = r.get(out)
+            if want is None or not want.any():
+                continue
+            share = float(want.mean())
+            if kind != _Kind.DEPTHWISE and x in r:
+                zx = z.get(x)
+                share *= float(1.0 - zx.mean()) if zx is not None else 1.0
+            macs += self.macs[out] * share
+        return macs / max(self.full_macs, 1.0)
+
     def branch(self, masks: dict[str, np.ndarray], name: str) -> Branch:
         """The pruned suffix of one configuration (masks by mask input name, 0/1 per channel),
         its output called ``name``. Raises NotPrunableError where the pass cannot express it."""

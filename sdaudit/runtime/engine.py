@@ -54,6 +54,18 @@ PRUNE_MAX_COST = 0.9
 PRUNE_MIN_ABLATED = 0.05  # configurations ablating less of their layers' units are not tried
 PRUNE_BYTES = 256 << 20
 PRUNE_SESSION = 48
+# Planned only where the expected saving (the multiply-adds saved × the unperturbed suffix's
+# time over the whole data × PRUNE_REALIZED, the share of the saving that shows up as time:
+# 0.9 on the reference ResNet-20, 0.4 on PP-LCNet) is PRUNE_PAYBACK × the estimated build time
+# (emission + session ≈ PRUNE_BUILD × the emission of one branch: about 4.7 on the ResNet-20,
+# about 3 on PP-LCNet; emission timed on the first three branches).
+PRUNE_REALIZED = 0.5
+PRUNE_PAYBACK = 2.0
+PRUNE_BUILD = 5.0
+# Kept after the first chunk only where the fused run took at most this share of the masked
+# runs it replaces (one masked run of its first configuration × its configurations; stacked
+# masked runs cost somewhat less per configuration than that single run).
+PRUNE_KEEP = 0.8
 # The first chunk checks a fused session's first and last branch against the masked suffix.
 PRUNE_RTOL = {"fp32": 1e-4, "fp16": 2e-2}
 
@@ -239,7 +251,7 @@ class Engine:
                  threads: int | None = None, ablation_value: str = "zero", noise: bool = True,
                  seed: int = 0, chunk_size: int = 256, output: str | None = None,
                  precision: str = "fp32", io_binding: bool | None = None,
-                 levels: bool = True, prune: bool = True) -> None:
+                 levels: bool = True, prune: bool | None = None) -> None:
         from sdaudit.config import PRECISIONS
         from sdaudit.rewrite.batch import free_batch, has_fixed_batch
         from sdaudit.rewrite.instrument import instrument
@@ -339,10 +351,15 @@ class Engine:
         self._sweep_sess, self._noise_sess = self._sweep_sessions(precision)
         self._group_cap: int | None = None  # configurations per run after an out-of-memory
         # Pruned suffixes for zero ablation: planned per pass on its first chunk.
-        self.prune = prune and ablation_value == "zero"
+        # None: where it pays (expected saving against build time, then the first chunk's
+        # timing); True: every zero-ablation configuration that can be pruned; False: never.
+        self.prune = prune is not False and ablation_value == "zero"
+        self._prune_always = prune is True
         self._pruners: dict[int, Any] = {}
         self._plan: list[_Fused] | None = None
         self.pruned_configs = 0  # configurations that ran pruned, over all passes
+        self._suffix_s = 0.0  # one unperturbed suffix run per sample (last chunk)
+        self._pass_samples = 0
         self._eps_sess = None
         if self._noise is not None and not self._noise.eps_inputs:
             self.notes.append("a noise layer's shape is not fully known: every noise run draws "
@@ -505,6 +522,7 @@ class Engine:
 
         result = PassResult()
         self._plan = None
+        self._pass_samples = data.num_samples
         self._pass_pruned: set[int] = set()
         expand: np.ndarray | None = None
         planned = 0 if configs is None else len(configs.masks) + len(configs.noise_sd)
@@ -535,7 +553,10 @@ class Engine:
                 # (always from this fp32 session).
                 names = [self.output, *self._stats.mean_outputs, *self._stats.sqmean_outputs] \
                     if want_units else [self.output]
+                t_run = time.perf_counter()
                 raw = self._stats_sess.run([*names, *extra], {**cut, **ctl})
+                # the cost of one unperturbed suffix run, per sample (pruning's break-even)
+                self._suffix_s = (time.perf_counter() - t_run) / max(n, 1)
                 level_cut = dict(zip(extra, raw[len(names):], strict=True))
                 outs = [o[:n] for o in raw[:len(names)]]
                 out = outs[0]
@@ -721,7 +742,7 @@ class Engine:
         jobs: list[tuple[Any, InstrumentedModel, np.ndarray, np.ndarray | None, SweepCounts,
                          np.ndarray, bool, int, dict[str, np.ndarray]]] = []
         if self._plan is None:
-            self._plan = self._plan_pruning(masks)
+            self._plan = self._plan_pruning(masks, self._suffix_s * self._pass_samples)
         pruned = self._run_pruned(masks, unperturbed, result.mask_counts, n, y, base)
         done_rows += n * len(pruned)
         if progress and len(pruned):
@@ -811,41 +832,69 @@ class Engine:
                 self._pruners[level.first] = None
         return self._pruners[level.first]
 
-    def _plan_pruning(self, masks: np.ndarray) -> list[_Fused]:
-        """Fused pruned sessions for the configurations that pay for one (rows 1… of masks)."""
+    def _plan_pruning(self, masks: np.ndarray, data_s: float) -> list[_Fused]:
+        """Fused pruned sessions for the configurations that pay for one (rows 1… of masks).
+
+        ``data_s``: the unperturbed suffix's time over the whole data (the masked cost of one
+        configuration), against which the saving is weighed."""
         if not self.prune:
             return []
         from sdaudit.rewrite.prune import NotPrunableError
 
-        plan: list[_Fused] = []
-        budget = PRUNE_BYTES
+        chosen: list[tuple[_Level, list[int], list[float]]] = []
         for level, assigned in self._assign_levels(masks):
             lo = self.offsets[level.first]
             idx = assigned[(masks[assigned, lo:] == 0).mean(axis=1) >= PRUNE_MIN_ABLATED]
-            if len(idx) == 0 or self._pruner(level) is None:
+            pruner = self._pruner(level) if len(idx) else None
+            if pruner is None:
                 continue
-            pruner = self._pruner(level)
-            branches, rows = [], []
+            rows, costs = [], []
             for row in idx:
-                cfg = {name: masks[row, self.offsets[i]:self.offsets[i + 1]]
-                       for i, name in enumerate(level.inst.mask_inputs, start=level.first)}
+                cost = pruner.cost(self._level_masks(level, masks[row]))
+                if cost <= PRUNE_MAX_COST or self._prune_always:
+                    rows.append(int(row))
+                    costs.append(cost)
+            if rows:
+                chosen.append((level, rows, costs))
+        saving = PRUNE_REALIZED * data_s * sum(1.0 - c for _, _, cs in chosen for c in cs)
+        count = sum(len(rows) for _, rows, _ in chosen)
+        plan: list[_Fused] = []
+        budget = PRUNE_BYTES
+        emitted: list[float] = []
+        for level, rows, _ in chosen:
+            pruner = self._pruner(level)
+            branches, kept = [], []
+            for row in rows:
+                t0 = time.perf_counter()
                 try:
-                    branch = pruner.branch(cfg, f"{self.output}#{row}")
+                    branch = pruner.branch(self._level_masks(level, masks[row]),
+                                           f"{self.output}#{row}")
                 except NotPrunableError:
                     continue
-                if branch.cost > PRUNE_MAX_COST or branch.nbytes > budget:
+                emitted.append(time.perf_counter() - t0)
+                if len(emitted) == min(3, count) and not self._prune_always:
+                    # build ≈ PRUNE_BUILD × emission, per branch
+                    build = PRUNE_BUILD * float(np.median(emitted)) * count
+                    if saving < PRUNE_PAYBACK * build:
+                        return []
+                if branch.nbytes > budget:
                     continue
                 budget -= branch.nbytes
                 branches.append(branch)
-                rows.append(row)
-            for start in range(0, len(rows), PRUNE_SESSION):
+                kept.append(row)
+            for start in range(0, len(kept), PRUNE_SESSION):
                 group = branches[start:start + PRUNE_SESSION]
                 model = pruner.fuse(group)
                 plan.append(_Fused(level, self._model_session(model, self.precision, arena=False),
-                                   np.asarray(rows[start:start + PRUNE_SESSION]),
+                                   np.asarray(kept[start:start + PRUNE_SESSION]),
                                    [b.output for b in group],
                                    [i.name for i in model.graph.input]))
         return plan
+
+    def _level_masks(self, level: _Level, row: np.ndarray) -> dict[str, np.ndarray]:
+        """One configuration's masks by the mask inputs of ``level``'s suffix."""
+        return {name: row[self.offsets[i]:self.offsets[i + 1]]
+                for i, name in enumerate(level.inst.mask_inputs, start=level.first)}
 
     def _run_pruned(self, masks: np.ndarray, unperturbed: dict[str, np.ndarray],
                     counts: SweepCounts, n: int, y: np.ndarray,
@@ -858,10 +907,12 @@ class Engine:
         base_pred, base_logp = base
         base_p = np.exp(base_logp)
         rows_in = self.fixed_batch or n
-        for fused in self._plan or []:
+        for fused in list(self._plan or []):
             feeds = {name: unperturbed[name] for name in fused.inputs}
+            t0 = time.perf_counter()
             try:
                 outs = fused.session.run(fused.outputs, feeds)
+                fused_s = time.perf_counter() - t0
             except Exception as exc:
                 if not _out_of_memory(exc):
                     raise
@@ -871,12 +922,15 @@ class Engine:
                 break
             if not fused.checked:
                 level = fused.level
+                masked_s = 0.0
                 for k in sorted({0, len(fused.rows) - 1}):
                     row = int(fused.rows[k])
+                    t0 = time.perf_counter()
                     ref = self._level_session(level).run([self.output], {
                         **{name: unperturbed[name] for name in level.split.cut},
                         **self._controls(level.inst, masks[row:row + 1], rows_in,
                                          first=level.first)})[0]
+                    masked_s = masked_s or time.perf_counter() - t0
                     scale = max(1.0, float(np.abs(ref).max()))
                     if not np.allclose(outs[k], ref, rtol=0,
                                        atol=PRUNE_RTOL[self.precision] * scale):
@@ -888,6 +942,9 @@ class Engine:
                         self._plan = []
                         return np.concatenate(done) if done else np.zeros(0, np.int64)
                 fused.checked = True
+                if not self._prune_always and fused_s > PRUNE_KEEP * masked_s * len(fused.rows):
+                    # Not faster here: counted this once, masked from the next chunk on.
+                    self._plan = [f for f in self._plan or [] if f is not fused]
             out = np.stack([o[:n] for o in outs])  # [configs, n, classes]
             g = len(fused.rows)
             flat = out.reshape(g * n, -1)

@@ -439,15 +439,22 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str],
                   f"The floor's loop itself takes {floor / hooks:.3f} × the hooks' loop"
                   + (", so on this machine the 0.1 target asks for less work than the floor does: "
                      "fewer than one suffix run per configuration, or cheaper suffix runs than "
-                     "ONNX Runtime's (sdaudit has neither; see below). "
+                     "the floor's masked ones (sdaudit's pruned suffixes are such runs; see "
+                     "below). "
                      if floor / hooks > 0.1 else
                      ", so on this machine the strict reading asks sdaudit's whole run (start-up, "
                      "rewriting and checking the graph, the unablated statistics) to cost about "
                      "what the floor's bare loop does. ")
-                  + "sdaudit stays at the floor by doing less than it: identical "
+                  + "sdaudit goes below the floor by doing less than it: identical "
                   "configurations run once (the five draws at fraction 0 and the unablated model "
                   "are one run, taken from the statistics run: 45 suffix runs per chunk where the "
-                  "floor does 51). ONNX Runtime's times repeat within about ±5 % on this shared "
+                  "floor does 51), and configurations that ablate enough channels run as pruned "
+                  "suffixes that neither read nor compute the ablated channels"
+                  + (f" ({rows['sdaudit'].get('pruned', 0)} of the 45 here; "
+                     f"{rows['masked']['seconds']:.2f} s with --no-prune, row a′, "
+                     f"{rows['masked']['seconds'] / floor:.2f} × the floor)"
+                     if "masked" in rows else "")
+                  + ". ONNX Runtime's times repeat within about ±5 % on this shared "
                   "machine; PyTorch's vary far more from round to round (every round is shown)."]
         sd_rounds, hk_rounds = rows["sdaudit"].get("rounds_s"), rows["hooks"].get("rounds_s")
         if sd_rounds and hk_rounds and len(sd_rounds) == len(hk_rounds) > 1:
@@ -460,11 +467,11 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str],
                       f"{', '.join(f'{v:.3f}' for v in strict)}; the floor's loop ÷ the hooks' "
                       f"loop {', '.join(f'{v:.3f}' for v in floor_r)}."]
     lines += ["", "Accuracy curves (mean over draws, fractions 0 … 0.9):", ""]
-    for name in ("sdaudit", "hooks", "naive"):
+    for name in ("sdaudit", "masked", "hooks", "naive"):
         if name in rows:
             lines.append(f"- {name}: {rows[name]['curve']}")
     if {"sdaudit", "hooks", "naive"} <= rows.keys():
-        worst = max(abs(a - b) for m in ("hooks", "naive")
+        worst = max(abs(a - b) for m in ("masked", "hooks", "naive") if m in rows
                     for a, b in zip(rows["sdaudit"]["curve"], rows[m]["curve"], strict=True))
         lines.append(f"\nLargest difference between the curves: {worst:.4f} (target ≤ 0.05).")
     lines += ["", "## Scaling and memory", "",
@@ -503,14 +510,27 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str],
               "loses its prepacked NCHWc kernels, 23 ms vs 17 ms at 64 of 64 channels, 16 vs 17 at "
               "32); thread affinities and denormals-as-zero (within noise). The mask multiply "
               "costs 4.5 % of a suffix run (ONNX Runtime reorders around it out of NCHWc).",
-              "- Tried, slower: a suffix pruned for each configuration (an ablated channel is a "
-              "pruned channel): each convolution reading a masked tensor gathers the kept "
-              "channels, its constant weights sliced to match (padded to multiples of 16 for the "
-              "NCHWc kernels). Single runs looked 15–35 % faster, but the 45 configurations of "
-              "the reference sweep need 45 sessions: on 1,024 images the pruned sweep took "
-              "5.77 s (+ 0.19 s to build them) against 5.19 s masked (with spinning threads in "
-              "45 pools: 11.6 s). Pruning the producers of masked channels too would need a "
-              "channel-liveness pass over the graph; it is the lever left below the floor.",
+              "- Pruned suffixes (below the floor): with zero ablation an ablated channel is "
+              "zero, so a configuration that ablates enough channels runs a graph that neither "
+              "reads nor computes them — convolutions reading a masked tensor get their input "
+              "columns sliced, convolutions whose outputs are ablated later (through ReLU and "
+              "the residual Add) their output rows, channel-wise operations run on the live "
+              "channels (sdaudit/rewrite/prune.py; docs/method.md). The pruned configurations "
+              "of a pass run as one ONNX model with a branch per configuration, chained so that "
+              "one branch ends before the next begins (unchained, ONNX Runtime kept the "
+              "activations of many branches alive together and peak memory grew with their "
+              "number), one run per chunk: one thread pool, one call. An earlier "
+              "attempt with a session per configuration (45 sessions, inputs pruned only) was "
+              "slower than masking (5.77 s + 0.19 s to build against 5.19 s): 45 thread pools "
+              "took turns on the cores."
+              + (f" Here: {rows['sdaudit'].get('pruned', 0)} of the 45 configurations ran "
+                 f"pruned; the whole run took {rows['sdaudit']['seconds']:.2f} s against "
+                 f"{rows['masked']['seconds']:.2f} s with --no-prune (peak memory "
+                 f"{rows['sdaudit']['peak_mib']:.0f} against {rows['masked']['peak_mib']:.0f} "
+                 "MiB: the pruned weights, prepacked, and one branch's activations). By default "
+                 "sdaudit prunes only where the expected saving outweighs building the graphs "
+                 "(on the 200-image PP-LCNet scan of docs/real-model.md it does not)."
+                 if "masked" in rows else ""),
               "- Noise sweeps: the standard-normal draw is an input of the noise graph, drawn once "
               "per chunk and draw and shared by the noise levels (common random numbers; "
               "docs/method.md). On the reference model, `sdaudit scan resnet20.onnx --data "

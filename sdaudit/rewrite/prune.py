@@ -268,6 +268,8 @@ class Pruner:
         self.mask_inputs = mask_inputs
         self.kinds = [_classify(self.g, n) for n in self.g.nodes]
         self.block = block or nchwc_block()
+        self.opset = next((int(i.version) for i in self.g.model.opset_import
+                           if i.domain in ("", "ai.onnx")), 0)
         # Multiply-adds of each convolution and product (per sample), and of the whole suffix.
         self.macs: dict[str, float] = {}
         for node, kind in zip(self.g.nodes, self.kinds, strict=True):
@@ -401,8 +403,7 @@ class Pruner:
 
         g = self.g
         src = g.model
-        opset = next((int(i.version) for i in src.opset_import if i.domain in ("", "ai.onnx")),
-                     0)
+        opset = self.opset
         nodes: list[Any] = []
         inits = [t for b in branches for t in b.inits]
         previous = None
@@ -411,13 +412,16 @@ class Pruner:
                 nodes += b.nodes
             else:
                 # Branch k starts after branch k-1 has finished: it reads the cut through a Slice
-                # whose end is the batch size of the previous output (the whole tensor). Without
-                # this, ONNX Runtime runs the branches breadth-first and holds every branch's
-                # activations at once.
-                batch = f"b{k}/batch"
+                # whose end depends on the previous output (0 × its first dimension + the
+                # largest int64: the whole tensor). Without this, ONNX Runtime runs the branches
+                # breadth-first and holds the activations of many at once.
+                batch = f"b{k}/end"
                 nodes += [helper.make_node("Shape", [previous], [batch + ".shape"]),
                           helper.make_node("Slice", [batch + ".shape", "prune.zero", "prune.one"],
-                                           [batch])]
+                                           [batch + ".first"]),
+                          helper.make_node("Mul", [batch + ".first", "prune.zero"],
+                                           [batch + ".zero"]),
+                          helper.make_node("Add", [batch + ".zero", "prune.max"], [batch])]
                 renamed = {}
                 for name in g.inputs:
                     renamed[name] = f"b{k}/{name}"
@@ -433,7 +437,9 @@ class Pruner:
             from onnx import numpy_helper
 
             inits += [numpy_helper.from_array(np.array([0], np.int64), "prune.zero"),
-                      numpy_helper.from_array(np.array([1], np.int64), "prune.one")]
+                      numpy_helper.from_array(np.array([1], np.int64), "prune.one"),
+                      numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64),
+                                              "prune.max")]
         shared = {n for node in nodes for n in node.input}
         inits += [t for t in src.graph.initializer if t.name in shared]
         inputs = [i for i in src.graph.input if i.name in g.inputs]
@@ -478,6 +484,12 @@ class Pruner:
             nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
             return out
 
+        def zero_pad(name: str, pads: list[int], base: str) -> str:
+            """Zero channels appended (pads as an input from opset 11, an attribute before)."""
+            if self.opset >= 11:
+                return add("Pad", [name, const("pads", np.array(pads, np.int64))], base)
+            return add("Pad", [name], base, pads=pads)
+
         def zeros_of(name: str) -> np.ndarray:
             zz = z.get(name)
             return zz if zz is not None else np.zeros(g.channels[name], bool)
@@ -512,7 +524,7 @@ class Pruner:
                 rank = g.ranks[name]
                 pads = [0] * (2 * rank)
                 pads[rank + 1] = 1
-                emitted = add("Pad", [emitted, const("pads", np.array(pads, np.int64))], "zpad")
+                emitted = zero_pad(emitted, pads, "zpad")
                 idx = np.where(idx < 0, len(have), idx)
             if len(idx) == 0:
                 raise NotPrunableError(f"{name}: no live channel")
@@ -599,7 +611,7 @@ class Pruner:
                         rank = g.ranks[x]
                         pads = [0] * (2 * rank)
                         pads[rank + 1] = pad
-                        src = add("Pad", [src, const("pads", np.array(pads, np.int64))], "bpad")
+                        src = zero_pad(src, pads, "bpad")
                         wk = np.concatenate(
                             [wk, np.zeros((wk.shape[0], pad, *wk.shape[2:]), wk.dtype)], axis=1)
                     ins = [src, const("w", wk)]

@@ -1,10 +1,14 @@
 """Suffix levels: a default scan with them against the same scan run from the first layer.
 
+Both with pruned suffixes off (--no-prune), which isolates the levels; then the default scan as
+shipped (levels and, where they pay, pruned suffixes) against the first.
+
     python bench/levels.py [--model M.onnx --data D.npz --layers L1,L2,L3]
 
 Defaults: the reference ResNet-20 and 1,024 images that `bench/speed.py` prepares in
 /tmp/sdaudit-speed, with its three block outputs. Prints both wall times and every number of the
-two JSON reports that differs (none is expected).
+JSON reports that differs (none is expected between the first two; with pruned suffixes, sums in
+another order can move the last digits).
 """
 
 from __future__ import annotations
@@ -50,9 +54,13 @@ def main() -> int:
         from speed import block_outputs
 
         args.layers = ",".join(block_outputs(args.model))
-    config = AuditConfig(device="cpu", layers=args.layers)
+    config = AuditConfig(device="cpu", layers=args.layers, prune=False)
     t0 = time.perf_counter()
     with_levels = json.loads(dumps(audit(args.model, args.data, config)))
+    t1 = time.perf_counter()
+    shipped = json.loads(dumps(audit(args.model, args.data, AuditConfig(device="cpu",
+                                                                        layers=args.layers))))
+    t_shipped = time.perf_counter() - t1
     t1 = time.perf_counter()
 
     def level_0_only(self: Any, masks: np.ndarray) -> list:
@@ -66,6 +74,12 @@ def main() -> int:
           f"layer: {t3 - t2:.2f} s")
     diffs = differences(with_levels, flat)
     print("differences:", *diffs[:20], sep="\n  ") if diffs else print("identical reports")
+    pruned = shipped["runtime"]["pruned_configurations"]
+    print(f"default scan as shipped (levels, {pruned} configurations pruned): {t_shipped:.2f} s")
+    diffs = [d for d in differences(shipped, with_levels)
+             if not d.startswith((".runtime.prune", ".config.prune"))]
+    print("differences from --no-prune:", *diffs[:20], sep="\n  ") if diffs else \
+        print("identical reports")
     return 0
 
 

@@ -61,7 +61,6 @@ def main() -> int:
     shipped = json.loads(dumps(audit(args.model, args.data, AuditConfig(device="cpu",
                                                                         layers=args.layers))))
     t_shipped = time.perf_counter() - t1
-    t1 = time.perf_counter()
 
     def level_0_only(self: Any, masks: np.ndarray) -> list:
         return [(self._levels[0], np.arange(1, len(masks)))]

@@ -856,7 +856,12 @@ class Engine:
                     costs.append(cost)
             if rows:
                 chosen.append((level, rows, costs))
-        saving = PRUNE_REALIZED * data_s * sum(1.0 - c for _, _, cs in chosen for c in cs)
+        # A later level's suffix costs its share of the first level's (by multiply-adds).
+        first = self._pruner(self._levels[0])
+        whole = first.full_macs if first is not None else 0.0
+        saving = PRUNE_REALIZED * data_s * sum(
+            (1.0 - c) * min(1.0, self._pruner(level).full_macs / whole if whole else 1.0)
+            for level, _, cs in chosen for c in cs)
         count = sum(len(rows) for _, rows, _ in chosen)
         plan: list[_Fused] = []
         budget = PRUNE_BYTES

@@ -581,3 +581,36 @@ def test_scan_with_and_without_pruning_gives_the_same_curves(tmp_path):
         assert numbers.keys() == reference.keys()
         for key, value in numbers.items():
             assert value == pytest.approx(reference[key], rel=1e-6, abs=1e-6), (flags, key)
+
+
+def weights_through_identity() -> onnx.ModelProto:
+    """The residual net with every convolution's weights read through an Identity node (as
+    torch.onnx exports shared or folded parameters)."""
+    model = residual()
+    inits = {t.name for t in model.graph.initializer}
+    extra = []
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.input[1] in inits:
+            alias = node.input[1] + ".alias"
+            extra.append(helper.make_node("Identity", [node.input[1]], [alias]))
+            node.input[1] = alias
+    nodes = extra + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return at_opset(model, 17)
+
+
+def test_weights_read_through_identity_are_pruned():
+    """Convolutions whose weights come through Identity are pruned like the others (they were
+    left whole, and the branch did nearly the masked suffix's work), with the same numbers."""
+    case = prepare(weights_through_identity(), "r0,r2")
+    direct = prepare(residual(), "r0,r2")
+    configs = mask_configs(case, seed=12)
+    assert len(check(case, configs)) >= 5
+    for cfg in configs[3:8]:
+        try:
+            costs = (case.pruner.cost(cfg), direct.pruner.cost(cfg))
+        except NotPrunableError:
+            continue
+        assert costs[0] == pytest.approx(costs[1])
+        assert costs[0] < 0.95

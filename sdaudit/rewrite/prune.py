@@ -105,11 +105,13 @@ def analyse(suffix: onnx.ModelProto, mask_inputs: tuple[str, ...], output: str) 
     for name, arr in consts.items():
         ranks[name] = arr.ndim
     nodes = list(g.node)
-    for node in nodes:
+    for node in nodes:  # in topological order: a chain of Identity nodes resolves
         if node.op_type == "Constant" and node.attribute:
             attr = node.attribute[0]
             if attr.name == "value":
                 consts[node.output[0]] = numpy_helper.to_array(attr.t)
+        elif node.op_type == "Identity" and node.input[0] in consts:
+            consts[node.output[0]] = consts[node.input[0]]  # weights passed through (exporters)
     masks_set = set(mask_inputs)
     bcast = {n.output[0]: n.input[0] for n in nodes
              if n.op_type == "Reshape" and n.input[0] in masks_set}

@@ -54,6 +54,7 @@ PRUNE_MAX_COST = 0.9
 PRUNE_MIN_ABLATED = 0.05  # configurations ablating less of their layers' units are not tried
 PRUNE_BYTES = 256 << 20
 PRUNE_SESSION = 48
+PRUNE_SESSION_BYTES = 64 << 20
 # Planned only where the expected saving (the multiply-adds saved × the unperturbed suffix's
 # time over the whole data × PRUNE_REALIZED, the share of the saving that shows up as time:
 # 0.9 on the reference ResNet-20, 0.4 on PP-LCNet) is PRUNE_PAYBACK × the estimated build time
@@ -887,13 +888,27 @@ class Engine:
                 budget -= branch.nbytes
                 branches.append(branch)
                 kept.append(row)
-            for start in range(0, len(kept), PRUNE_SESSION):
-                group = branches[start:start + PRUNE_SESSION]
-                model = pruner.fuse(group)
+            # Sessions of at most PRUNE_SESSION configurations and PRUNE_SESSION_BYTES of
+            # weights (building one holds about four copies of its weights for a while).
+            groups: list[list[int]] = [[]]
+            size = 0
+            for i, branch in enumerate(branches):
+                if groups[-1] and (len(groups[-1]) == PRUNE_SESSION
+                                   or size + branch.nbytes > PRUNE_SESSION_BYTES):
+                    groups.append([])
+                    size = 0
+                groups[-1].append(i)
+                size += branch.nbytes
+            for group in groups if branches else []:
+                model = pruner.fuse([branches[i] for i in group])
                 plan.append(_Fused(level, self._model_session(model, self.precision, arena=False),
-                                   np.asarray(kept[start:start + PRUNE_SESSION]),
-                                   [b.output for b in group],
+                                   np.asarray([kept[i] for i in group]),
+                                   [branches[i].output for i in group],
                                    [i.name for i in model.graph.input]))
+                del model
+                for i in group:  # the session holds its own copy now
+                    branches[i].inits.clear()
+                    branches[i].nodes.clear()
         return plan
 
     def _level_masks(self, level: _Level, row: np.ndarray) -> dict[str, np.ndarray]:

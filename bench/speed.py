@@ -550,6 +550,14 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str],
                   "| method | wall time (s) | peak memory (MiB) |", "|---|---:|---:|"]
         for m, r in r18.items():
             lines.append(f"| {m} | {r['seconds']:.2f} | {r['peak_mib']:.0f} |")
+        pruned = r18.get("sdaudit", {}).get("pruned")
+        if pruned is not None:
+            lines += ["", f"{pruned} of the 45 configurations ran pruned: the pruned weights of "
+                      "a pass are capped at 256 MB (each configuration's pruned copy of the "
+                      "last stage is about 15 MB here), which costs memory — ONNX Runtime holds "
+                      "them and their prepacked copies — and the rest run masked. `--no-prune` "
+                      "keeps the memory of the masked sweep (1,323 MiB, 238.0 s when measured "
+                      "before pruning, 2026-11-27 10:49 UTC)."]
     lines += ["", "## GPU", "",
               "`bash bench/gpu.sh` runs the reference sweep on the CPU and with CUDA (IO binding on "
               "and off, fp32 and fp16; the noise sweep in fp32 and fp16) and a ResNet-50 at 224² on "

@@ -614,3 +614,67 @@ def test_weights_read_through_identity_are_pruned():
             continue
         assert costs[0] == pytest.approx(costs[1])
         assert costs[0] < 0.95
+
+
+def constant_weights_of_an_opaque_reader() -> onnx.ModelProto:
+    """A grouped convolution (left whole by the pass) whose weights are Identity(Constant)::
+
+        x ─Conv─Relu─► r0 [8] ─Conv(group 2, W = Identity(Constant))─Relu─► r1 ─head"""
+    n = Net(14)
+    r0 = n.conv_relu("x", "r0", 3, 8)
+    w = numpy_helper.from_array(n.rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.3,
+                                "wk")
+    n.nodes.append(helper.make_node("Constant", [], ["wk"], value=w))
+    n.op("Identity", ["wk"], "wg")
+    r1 = n.op("Relu", [n.op("Conv", [r0, "wg"], "c1", pads=[1] * 4, group=2)], "r1")
+    n.head(r1, 8)
+    return n.model(image(3), LOGITS)
+
+
+def test_constants_read_by_an_opaque_node_reach_it():
+    """Constants computed in the graph (Identity of a Constant) are emitted in every branch even
+    though no channel-wise request reaches them (the fused model was invalid)."""
+    case = prepare(constant_weights_of_an_opaque_reader(), "r0")
+    assert len(check(case, mask_configs(case, seed=14))) >= 5
+
+
+def test_channels_on_another_axis_run_masked(tmp_path):
+    """Token layers ([N, L, C]: channels last) are not pruned — the pass knows axis 1 only — and
+    the scan gives the masked numbers (it crashed, or pruned token positions, before)."""
+    import models
+
+    from sdaudit.api import audit
+    from sdaudit.config import AuditConfig
+    from sdaudit.report.json_io import dumps
+
+    model, _ = models.tokens(17)
+    path = models.save(model, str(tmp_path / "tokens.onnx"))
+    data = tmp_path / "tokens.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((40, 5, 4)).astype(np.float32))
+    reports = {prune: json.loads(dumps(audit(path, str(data), AuditConfig(
+        device="cpu", draws=2, measures=("ablation",), prune=prune)))) for prune in (True, False)}
+    assert reports[True]["runtime"]["pruned_configurations"] == 0
+    assert reports[True]["ablation"] == reports[False]["ablation"]
+    assert reports[True]["summary"]["notes"] == reports[False]["summary"]["notes"]
+
+
+def test_pruned_count_is_of_configurations_pruned_on_every_chunk(tmp_path, monkeypatch):
+    """A fused model the timing check drops after the first chunk ran pruned on one chunk only:
+    it is not counted (it was), and the numbers are the masked ones."""
+    from sdaudit.cli.app import run
+    from sdaudit.runtime import engine
+
+    monkeypatch.setattr(engine, "PRUNE_PAYBACK", 0.0)  # always worth building ...
+    monkeypatch.setattr(engine, "PRUNE_KEEP", 0.0)  # ... never faster than masked
+    reports = {}
+    for flags in ([], ["--no-prune"]):
+        out = tmp_path / f"{len(reports)}.json"
+        assert run(["scan", str(SAMPLES / "digits-cnn.onnx"), "--data",
+                    str(SAMPLES / "digits-train.npz"), "--measure", "ablation", "--draws", "2",
+                    "--max-samples", "200", "--chunk-size", "50", "--device", "cpu", "--json",
+                    str(out), "-q", "--format", "json", *flags]) == 0
+        reports[" ".join(flags)] = json.loads(out.read_text())
+    assert reports[""]["runtime"]["pruned_configurations"] == 0
+    ours, plain = flat_numbers(reports[""]["ablation"]), flat_numbers(reports["--no-prune"]["ablation"])
+    for key, value in plain.items():
+        assert ours[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key

@@ -125,8 +125,9 @@ def scan(
     prune: bool | None = typer.Option(
         None, "--prune/--no-prune", help="Run zero-ablation configurations as pruned graphs "
         "(ablated channels neither read nor computed; same results, less work): --prune for "
-        "every one that can be, --no-prune for none [default: where the saving should outweigh "
-        "building the graphs, kept after the first chunk only if faster].", show_default=False),
+        "every one that ablates at least 5 % of its units and can be, --no-prune for none "
+        "[default: where the saving should outweigh building the graphs, kept after the first "
+        "chunk only if faster].", show_default=False),
     input_shape: InputShapeOpt = None,
     preset: str = typer.Option("none", help="Image preprocessing preset: none (/255, resize to the "
                                "input) or imagenet (short side 256, centre crop 224, ImageNet "

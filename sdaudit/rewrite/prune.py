@@ -10,8 +10,8 @@ that are both needed downstream (backward pass) and not known to be zero (forwar
 * channel-wise operations (activations, pooling, BatchNorm, Add/Mul of two activations,
   per-channel constants) run on the live channels only; where two operands carry different
   live sets they are aligned (a gather, with implicit zeros filled in);
-* anything not understood receives its input whole (zeros written back), so the pass is exact
-  for any graph and only saves work where it can.
+* anything not understood receives its input whole (zeros written back): the pass saves work
+  only where it can. Masks must broadcast on axis 1 (else NotPrunableError at construction).
 
 Several configurations are fused into one model, each a branch reading the same cut tensors,
 with one output per configuration: one run of one session serves them all (one thread pool, one
@@ -115,6 +115,11 @@ def analyse(suffix: onnx.ModelProto, mask_inputs: tuple[str, ...], output: str) 
     masks_set = set(mask_inputs)
     bcast = {n.output[0]: n.input[0] for n in nodes
              if n.op_type == "Reshape" and n.input[0] in masks_set}
+    for node in nodes:  # the pass knows channels on axis 1 only ([N, C, …] or [N, C])
+        if node.op_type == "Reshape" and node.input[0] in masks_set:
+            target = consts.get(node.input[1])
+            if target is None or len(target) < 2 or int(target[1]) != -1:
+                raise NotPrunableError(f"{node.input[0]}: the channels are not on axis 1")
     masks: dict[str, tuple[str, int]] = {}
     for node in nodes:
         if node.op_type != "Mul":
@@ -177,6 +182,8 @@ def _classify(g: _Graph, node: Any) -> int:  # noqa: PLR0911 - one return per op
     x = node.input[0] if node.input else ""
     if out in g.masks:
         return _Kind.MASK
+    if node.output and all(o in g.consts for o in node.output):
+        return _Kind.OPAQUE  # a constant (Identity of weights, Constant): emitted as it is
     if c_out is None or (len(node.output) != 1 and op not in ("BatchNormalization", "Dropout")):
         return _Kind.OPAQUE
     c_in = g.channels.get(x)

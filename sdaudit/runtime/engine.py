@@ -81,6 +81,16 @@ class _Level:
     session: Any = None  # built on first use
 
 
+class _NotWorthItError(Exception):
+    """Pruning would cost more to build than it saves (planning stops, nothing is pruned)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    from sdaudit.errors import first_line
+
+    return first_line(exc, 160)
+
+
 @dataclass
 class _Fused:
     """Pruned suffixes of several configurations in one session (see rewrite.prune)."""
@@ -524,7 +534,6 @@ class Engine:
         result = PassResult()
         self._plan = None
         self._pass_samples = data.num_samples
-        self._pass_pruned: set[int] = set()
         expand: np.ndarray | None = None
         planned = 0 if configs is None else len(configs.masks) + len(configs.noise_sd)
         if configs is not None:
@@ -618,7 +627,9 @@ class Engine:
         elif done == 0:
             raise DataError(f"no usable samples in {data.path!r}",
                             "check that the data holds readable samples")
-        self.pruned_configs += len(self._pass_pruned)
+        # Configurations that ran pruned on every chunk: those still in the plan at the end.
+        final: list[_Fused] = self._plan or []
+        self.pruned_configs += int(sum(len(fused.rows) for fused in final))
         if result.mask_counts is not None and expand is not None:
             result.mask_counts = result.mask_counts.take(expand)
         return result
@@ -819,29 +830,37 @@ class Engine:
 
     # -- pruned suffixes ---------------------------------------------------------------------
     def _pruner(self, level: _Level) -> Any:
-        """The pruning pass over ``level``'s suffix (None where its graph cannot be analysed)."""
+        """The pruning pass over ``level``'s suffix (None where its graph cannot be analysed,
+        e.g. channels not on axis 1: its configurations run masked)."""
         if level.first not in self._pruners:
-            from sdaudit.rewrite.prune import Pruner
+            from sdaudit.rewrite.prune import NotPrunableError, Pruner
 
-            try:
-                self._pruners[level.first] = Pruner(level.split.suffix, level.inst.mask_inputs,
-                                                    self.output)
-            except Exception as exc:  # an unusual graph: its configurations run masked
-                from sdaudit.errors import first_line
-
-                self.notes.append(f"pruned suffixes are off for this model ({first_line(exc)})")
-                self._pruners[level.first] = None
+            pruner = None
+            if all(layer.channel_axis == 1 for layer in self.layers[level.first:]):
+                try:
+                    pruner = Pruner(level.split.suffix, level.inst.mask_inputs, self.output)
+                except NotPrunableError:
+                    pass
+                except Exception as exc:  # an unusual graph: its configurations run masked
+                    self._prune_note(exc)
+            self._pruners[level.first] = pruner
         return self._pruners[level.first]
+
+    def _prune_note(self, exc: BaseException) -> None:
+        from sdaudit.errors import first_line
+
+        note = f"pruned suffixes are off where they failed ({first_line(exc, 160)})"
+        if note not in self.notes:
+            self.notes.append(note)
 
     def _plan_pruning(self, masks: np.ndarray, data_s: float) -> list[_Fused]:
         """Fused pruned sessions for the configurations that pay for one (rows 1… of masks).
 
         ``data_s``: the unperturbed suffix's time over the whole data (the masked cost of one
-        configuration), against which the saving is weighed."""
+        configuration), against which the saving is weighed. Whatever fails here leaves that
+        level's configurations masked, with a note."""
         if not self.prune:
             return []
-        from sdaudit.rewrite.prune import NotPrunableError
-
         chosen: list[tuple[_Level, list[int], list[float]]] = []
         for level, assigned in self._assign_levels(masks):
             lo = self.offsets[level.first]
@@ -849,14 +868,16 @@ class Engine:
             pruner = self._pruner(level) if len(idx) else None
             if pruner is None:
                 continue
-            rows, costs = [], []
-            for row in idx:
-                cost = pruner.cost(self._level_masks(level, masks[row]))
-                if cost <= PRUNE_MAX_COST or self._prune_always:
-                    rows.append(int(row))
-                    costs.append(cost)
-            if rows:
-                chosen.append((level, rows, costs))
+            try:
+                costs = [pruner.cost(self._level_masks(level, masks[row])) for row in idx]
+            except Exception as exc:
+                self._prune_note(exc)
+                continue
+            keep = [i for i, c in enumerate(costs) if c <= PRUNE_MAX_COST or self._prune_always]
+            if keep:
+                chosen.append((level, [int(idx[i]) for i in keep], [costs[i] for i in keep]))
+        if not chosen:
+            return []
         # A later level's suffix costs its share of the first level's (by multiply-adds).
         first = self._pruner(self._levels[0])
         whole = first.full_macs if first is not None else 0.0
@@ -864,52 +885,83 @@ class Engine:
             (1.0 - c) * min(1.0, self._pruner(level).full_macs / whole if whole else 1.0)
             for level, _, cs in chosen for c in cs)
         count = sum(len(rows) for _, rows, _ in chosen)
+        emitted: list[float] = []
+
+        def pays() -> bool:
+            """Build ≈ PRUNE_BUILD × the emission time, per branch (timed on the first few)."""
+            if self._prune_always or not emitted:
+                return True
+            return saving >= PRUNE_PAYBACK * PRUNE_BUILD * float(np.median(emitted)) * count
+
         plan: list[_Fused] = []
         budget = PRUNE_BYTES
-        emitted: list[float] = []
         for level, rows, _ in chosen:
-            pruner = self._pruner(level)
-            branches, kept = [], []
-            for row in rows:
-                t0 = time.perf_counter()
-                try:
-                    branch = pruner.branch(self._level_masks(level, masks[row]),
-                                           f"{self.output}#{row}")
-                except NotPrunableError:
-                    continue
-                emitted.append(time.perf_counter() - t0)
-                if len(emitted) == min(3, count) and not self._prune_always:
-                    # build ≈ PRUNE_BUILD × emission, per branch
-                    build = PRUNE_BUILD * float(np.median(emitted)) * count
-                    if saving < PRUNE_PAYBACK * build:
-                        return []
-                if branch.nbytes > budget:
-                    continue
-                budget -= branch.nbytes
-                branches.append(branch)
-                kept.append(row)
-            # Sessions of at most PRUNE_SESSION configurations and PRUNE_SESSION_BYTES of
-            # weights (building one holds about four copies of its weights for a while).
-            groups: list[list[int]] = [[]]
-            size = 0
-            for i, branch in enumerate(branches):
-                if groups[-1] and (len(groups[-1]) == PRUNE_SESSION
-                                   or size + branch.nbytes > PRUNE_SESSION_BYTES):
-                    groups.append([])
-                    size = 0
-                groups[-1].append(i)
-                size += branch.nbytes
-            for group in groups if branches else []:
-                model = pruner.fuse([branches[i] for i in group])
-                plan.append(_Fused(level, self._model_session(model, self.precision, arena=False),
-                                   np.asarray([kept[i] for i in group]),
-                                   [branches[i].output for i in group],
-                                   [i.name for i in model.graph.input]))
-                del model
-                for i in group:  # the session holds its own copy now
-                    branches[i].inits.clear()
-                    branches[i].nodes.clear()
+            try:
+                branches, kept = self._emit_branches(level, masks, rows, emitted, budget, pays)
+            except _NotWorthItError:
+                return []
+            except Exception as exc:
+                self._prune_note(exc)
+                continue
+            if not pays():
+                return []
+            budget -= sum(b.nbytes for b in branches)
+            try:
+                plan += self._fuse_sessions(level, branches, kept)
+            except Exception as exc:
+                self._prune_note(exc)
         return plan
+
+    def _emit_branches(self, level: _Level, masks: np.ndarray, rows: list[int],
+                       emitted: list[float], budget: int,
+                       pays: Callable[[], bool]) -> tuple[list[Any], list[int]]:
+        """The pruned branches of ``rows`` (those that can be and fit ``budget``)."""
+        from sdaudit.rewrite.prune import NotPrunableError
+
+        pruner = self._pruner(level)
+        branches, kept = [], []
+        for row in rows:
+            t0 = time.perf_counter()
+            try:
+                branch = pruner.branch(self._level_masks(level, masks[row]),
+                                       f"{self.output}#{row}")
+            except NotPrunableError:
+                continue
+            emitted.append(time.perf_counter() - t0)
+            if len(emitted) == 3 and not pays():
+                raise _NotWorthItError
+            if branch.nbytes > budget:
+                continue
+            budget -= branch.nbytes
+            branches.append(branch)
+            kept.append(row)
+        return branches, kept
+
+    def _fuse_sessions(self, level: _Level, branches: list[Any], kept: list[int]) -> list[_Fused]:
+        """Sessions of at most PRUNE_SESSION configurations and PRUNE_SESSION_BYTES of weights
+        (a larger branch alone): building one holds about four copies of its weights."""
+        pruner = self._pruner(level)
+        groups: list[list[int]] = []
+        size = 0
+        for i, branch in enumerate(branches):
+            if not groups or len(groups[-1]) == PRUNE_SESSION \
+                    or size + branch.nbytes > PRUNE_SESSION_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(i)
+            size += branch.nbytes
+        fused = []
+        for group in groups:
+            model = pruner.fuse([branches[i] for i in group])
+            fused.append(_Fused(level, self._model_session(model, self.precision, arena=False),
+                                np.asarray([kept[i] for i in group]),
+                                [branches[i].output for i in group],
+                                [i.name for i in model.graph.input]))
+            del model
+            for i in group:  # the session holds its own copy now
+                branches[i].inits.clear()
+                branches[i].nodes.clear()
+        return fused
 
     def _level_masks(self, level: _Level, row: np.ndarray) -> dict[str, np.ndarray]:
         """One configuration's masks by the mask inputs of ``level``'s suffix."""
@@ -922,7 +974,8 @@ class Engine:
         """Run the planned fused sessions on one chunk; the rows they counted.
 
         A session's first run checks its first and last branch against the masked suffix;
-        a mismatch (or running out of memory) turns pruning off: those rows run masked."""
+        a mismatch, a failure or running out of memory turns pruning off: from then on every
+        configuration runs masked (rows already counted from verified sessions stay)."""
         done: list[np.ndarray] = []
         base_pred, base_logp = base
         base_p = np.exp(base_logp)
@@ -934,10 +987,10 @@ class Engine:
                 outs = fused.session.run(fused.outputs, feeds)
                 fused_s = time.perf_counter() - t0
             except Exception as exc:
-                if not _out_of_memory(exc):
-                    raise
-                self.notes.append("ran out of memory running pruned suffixes; the remaining "
-                                  "configurations ran masked")
+                self.notes.append(
+                    ("ran out of memory running pruned suffixes" if _out_of_memory(exc) else
+                     f"a pruned suffix failed to run ({_first_line(exc)})")
+                    + "; from then on every configuration ran masked")
                 self._plan = []
                 break
             if not fused.checked:
@@ -956,8 +1009,8 @@ class Engine:
                                        atol=PRUNE_RTOL[self.precision] * scale):
                         self.notes.append(
                             "a pruned suffix disagreed with the masked one "
-                            f"(max difference {float(np.abs(outs[k] - ref).max()):.3g}); "
-                            "every configuration ran masked")
+                            f"(max difference {float(np.abs(outs[k] - ref).max()):.3g}); from "
+                            "then on every configuration ran masked")
                         self.prune = False
                         self._plan = []
                         return np.concatenate(done) if done else np.zeros(0, np.int64)
@@ -972,7 +1025,6 @@ class Engine:
             pred = np.argmax(out, axis=2)
             _accumulate(counts, fused.rows, logp, pred, y, base_pred, base_logp, base_p)
             done.append(fused.rows)
-            self._pass_pruned.update(int(r) for r in fused.rows)
         return np.concatenate(done) if done else np.zeros(0, np.int64)
 
     def _assign_levels(self, masks: np.ndarray) -> list[tuple[_Level, np.ndarray]]:

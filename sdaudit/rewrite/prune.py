@@ -20,7 +20,7 @@ call). The engine checks the fused model against the masked suffix on its first 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -82,6 +82,7 @@ class _Graph:
     masks: dict[str, tuple[str, int]]  # Mul output -> (mask input, index of the data input)
     inputs: list[str]  # cut tensors (graph inputs that are not masks)
     output: str
+    shapes: dict[str, list[int | None]] = field(default_factory=dict)  # where inferred
 
 
 def analyse(suffix: onnx.ModelProto, mask_inputs: tuple[str, ...], output: str) -> _Graph:
@@ -94,11 +95,14 @@ def analyse(suffix: onnx.ModelProto, mask_inputs: tuple[str, ...], output: str) 
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     channels: dict[str, int] = {}
     ranks: dict[str, int] = {}
+    shapes: dict[str, list[int | None]] = {}
     for vi in [*g.input, *g.value_info, *g.output]:
         tt = vi.type.tensor_type
         if not tt.HasField("shape"):
             continue
         dims = tt.shape.dim
+        shapes.setdefault(vi.name, [d.dim_value if d.HasField("dim_value") else None
+                                    for d in dims])
         ranks[vi.name] = len(dims)
         if len(dims) >= 2 and dims[1].HasField("dim_value"):
             channels[vi.name] = int(dims[1].dim_value)
@@ -130,7 +134,7 @@ def analyse(suffix: onnx.ModelProto, mask_inputs: tuple[str, ...], output: str) 
                 masks[node.output[0]] = (source, 1 - i)
     inputs = [i.name for i in g.input if i.name not in masks_set]
     del onnx
-    return _Graph(inferred, nodes, consts, channels, ranks, masks, inputs, output)
+    return _Graph(inferred, nodes, consts, channels, ranks, masks, inputs, output, shapes)
 
 
 def _channel_const(g: _Graph, name: str, out_rank: int, c: int) -> np.ndarray | None:
@@ -261,11 +265,7 @@ def _classify(g: _Graph, node: Any) -> int:  # noqa: PLR0911 - one return per op
 
 
 def _shape(g: _Graph, name: str) -> list[int | None] | None:
-    for vi in [*g.model.graph.input, *g.model.graph.value_info, *g.model.graph.output]:
-        if vi.name == name and vi.type.tensor_type.HasField("shape"):
-            return [d.dim_value if d.HasField("dim_value") else None
-                    for d in vi.type.tensor_type.shape.dim]
-    return None
+    return g.shapes.get(name)
 
 
 class Pruner:

@@ -132,7 +132,7 @@ def curve(correct: np.ndarray, n: int) -> list[float]:
     return acc.mean(axis=0).round(4).tolist()
 
 
-# -- the four methods (each in its own process) -------------------------------------------------
+# -- the methods (each in its own process) -----------------------------------------------------
 def run_hooks(args: argparse.Namespace) -> dict[str, object]:
     import torch
 
@@ -305,7 +305,7 @@ def main() -> int:
     parser.add_argument("--layers", help=argparse.SUPPRESS)
     parser.add_argument("--torch-weights", default="", help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=3,
-                        help="rounds of the four methods on the reference sweep (median shown)")
+                        help="rounds of the methods on the reference sweep (median shown)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: hooks,r18")
     parser.add_argument("--only-r18", action="store_true",
                         help="rerun only the ResNet-18 part, reusing OUT/results.json for the rest")
@@ -330,7 +330,7 @@ def main() -> int:
         paths = prepare(out)
         if not args.only_r18:
             layers = block_outputs(paths["resnet20"])
-            # Rounds of all four methods, interleaved, so that drift in the machine's speed
+            # Rounds of all the methods, interleaved, so that drift in the machine's speed
             # (other tenants) hits every method alike; each row reports its median round.
             runs: dict[str, list[dict]] = {}
             for _ in range(args.repeat):
@@ -396,7 +396,7 @@ def report(rows: dict, scaling: dict, r18: dict | None, layers: list[str],
         f"outputs of the last three residual blocks ({', '.join(f'`{name}`' for name in layers)}) "
         f"ablated jointly, {len(FRACTIONS)} fractions × {DRAWS} draws + the unablated model = "
         f"{configs} configurations. Each method in its own process; peak memory is the process's "
-        "maximum resident set. The four methods ran in interleaved rounds; each row is the "
+        "maximum resident set. The methods ran in interleaved rounds; each row is the "
         "method's median round, every round's time beside it.", "",
         "Two times per method: the *timed part* is the sweep loop alone (model, sessions and "
         "data ready) for b, c, d, and the whole CLI run (start-up, loading, rewriting, checking, "

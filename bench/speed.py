@@ -8,10 +8,11 @@ The reference sweep (issue 6): ResNet-20 at 3×32×32 (trained briefly on digits
 process, one after another, so wall time and peak memory (ru_maxrss) are its own:
 
   a. sdaudit  `sdaudit scan --measure ablation --no-per-layer` (the whole CLI run);
+  a′. masked  the same with --no-prune (every configuration through the masked suffix);
   b. hooks    PyTorch forward hooks zeroing channels, a full forward per configuration;
   c. naive    ONNX Runtime running the whole instrumented model per configuration;
-  d. floor    ONNX Runtime running the prefix once and the suffix once per configuration
-              (the same sessions sdaudit builds), nothing else.
+  d. floor    ONNX Runtime running the prefix once and the masked suffix once per
+              configuration (the same sessions sdaudit builds), nothing else.
 
 It also runs sdaudit on 10,240 images (memory flatness), on 512/2,048 images (the cost model),
 and on a ResNet-18 at 224×224 with 1,000 synthetic images.

@@ -430,17 +430,12 @@ def np_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("nchwij,ocij->nohw", windows, w) + b[None, :, None, None]
 
 
-def test_plain_cnn_against_numpy():
-    model = plain_cnn()
-    w = weights(model)
-    case = prepare(model, "r0,r1")
+def check_against_numpy(case: Case, seed: int,
+                        numpy_ref: Callable[[dict[str, np.ndarray]], np.ndarray]) -> None:
+    """Every prunable configuration's pruned branch against ``numpy_ref(masks)`` (≥ 5 of them)."""
     done = 0
-    for cfg in mask_configs(case, seed=5):
-        m0, m1 = cfg["r0.mask"], cfg["r1.mask"]
-        r0 = case.feeds["r0"] * m0[None, :, None, None]
-        r1 = np.maximum(np_conv(r0, w["r1.c.W"], w["r1.c.b"]), 0) * m1[None, :, None, None]
-        ref = r1.mean(axis=(2, 3)) @ w["head.W"] + w["head.b"]
-        assert_close(case.reference(cfg), ref, "the masked suffix")  # the reference is sound
+    for cfg in mask_configs(case, seed=seed):
+        ref = numpy_ref(cfg)
         try:
             b = case.pruner.branch(cfg, "out")
         except NotPrunableError:
@@ -448,24 +443,35 @@ def test_plain_cnn_against_numpy():
         assert_close(case.run([b])[0], ref, "numpy")
         done += 1
     assert done >= 5
+
+
+def test_plain_cnn_against_numpy():
+    model = plain_cnn()
+    w = weights(model)
+    case = prepare(model, "r0,r1")
+
+    def numpy_ref(cfg: dict[str, np.ndarray]) -> np.ndarray:
+        m0, m1 = cfg["r0.mask"], cfg["r1.mask"]
+        r0 = case.feeds["r0"] * m0[None, :, None, None]
+        r1 = np.maximum(np_conv(r0, w["r1.c.W"], w["r1.c.b"]), 0) * m1[None, :, None, None]
+        ref = r1.mean(axis=(2, 3)) @ w["head.W"] + w["head.b"]
+        assert_close(case.reference(cfg), ref, "the masked suffix")  # the reference is sound
+        return ref
+
+    check_against_numpy(case, 5, numpy_ref)
 
 
 def test_mlp_against_numpy():
     model = mlp()
     w = weights(model)
     case = prepare(model, "a0,a1")
-    done = 0
-    for cfg in mask_configs(case, seed=6):
+
+    def numpy_ref(cfg: dict[str, np.ndarray]) -> np.ndarray:
         a0 = case.feeds["a0"] * cfg["a0.mask"]
         a1 = np.maximum(0.7 * a0 @ w["W1"].T + 1.5 * w["b1"], 0) * cfg["a1.mask"]
-        ref = a1 @ w["W2"] + w["b2"]
-        try:
-            b = case.pruner.branch(cfg, "out")
-        except NotPrunableError:
-            continue
-        assert_close(case.run([b])[0], ref, "numpy")
-        done += 1
-    assert done >= 5
+        return a1 @ w["W2"] + w["b2"]
+
+    check_against_numpy(case, 6, numpy_ref)
 
 
 # -- fusing -------------------------------------------------------------------------------------

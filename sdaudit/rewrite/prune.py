@@ -20,7 +20,7 @@ call). The engine checks the fused model against the masked suffix on its first 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -82,7 +82,7 @@ class _Graph:
     masks: dict[str, tuple[str, int]]  # Mul output -> (mask input, index of the data input)
     inputs: list[str]  # cut tensors (graph inputs that are not masks)
     output: str
-    shapes: dict[str, list[int | None]] = field(default_factory=dict)  # where inferred
+    shapes: dict[str, list[int | None]]  # where inferred
 
 
 def analyse(suffix: onnx.ModelProto, mask_inputs: tuple[str, ...], output: str) -> _Graph:
@@ -245,7 +245,7 @@ def _classify(g: _Graph, node: Any) -> int:  # noqa: PLR0911 - one return per op
             return _Kind.DEPTHWISE
         return _Kind.OPAQUE
     if op == "Flatten":
-        shape = _shape(g, x)
+        shape = g.shapes.get(x)
         if int(_attr(node, "axis", 1)) == 1 and shape is not None and c_in == c_out and \
                 all(d == 1 for d in shape[2:]):
             return _Kind.ZERO
@@ -264,10 +264,6 @@ def _classify(g: _Graph, node: Any) -> int:  # noqa: PLR0911 - one return per op
     return _Kind.OPAQUE
 
 
-def _shape(g: _Graph, name: str) -> list[int | None] | None:
-    return g.shapes.get(name)
-
-
 class Pruner:
     """Builds fused pruned suffixes of one masked suffix for sets of zero-ablation masks."""
 
@@ -284,7 +280,7 @@ class Pruner:
         for node, kind in zip(self.g.nodes, self.kinds, strict=True):
             if kind in (_Kind.CONV, _Kind.DEPTHWISE, _Kind.GEMM, _Kind.MATMUL):
                 out = node.output[0]
-                shape = _shape(self.g, out) or []
+                shape = self.g.shapes.get(out) or []
                 spatial = float(np.prod([d or 1 for d in shape[2:]])) if len(shape) > 2 else 1.0
                 self.macs[out] = float(self.g.consts[node.input[1]].size) * spatial
         self.full_macs = float(sum(self.macs.values()))

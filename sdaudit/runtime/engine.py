@@ -99,7 +99,6 @@ class _Fused:
     session: Any
     rows: np.ndarray  # the configurations (mask rows) it runs, one output each
     outputs: list[str]
-    inputs: list[str]
     checked: bool = False
 
 
@@ -847,9 +846,7 @@ class Engine:
         return self._pruners[level.first]
 
     def _prune_note(self, exc: BaseException) -> None:
-        from sdaudit.errors import first_line
-
-        note = f"pruned suffixes are off where they failed ({first_line(exc, 160)})"
+        note = f"pruned suffixes are off where they failed ({_first_line(exc)})"
         if note not in self.notes:
             self.notes.append(note)
 
@@ -955,8 +952,7 @@ class Engine:
             model = pruner.fuse([branches[i] for i in group])
             fused.append(_Fused(level, self._model_session(model, self.precision, arena=False),
                                 np.asarray([kept[i] for i in group]),
-                                [branches[i].output for i in group],
-                                [i.name for i in model.graph.input]))
+                                [branches[i].output for i in group]))
             del model
             for i in group:  # the session holds its own copy now
                 branches[i].inits.clear()
@@ -981,7 +977,7 @@ class Engine:
         base_p = np.exp(base_logp)
         rows_in = self.fixed_batch or n
         for fused in list(self._plan or []):
-            feeds = {name: unperturbed[name] for name in fused.inputs}
+            feeds = {name: unperturbed[name] for name in fused.level.split.cut}
             t0 = time.perf_counter()
             try:
                 outs = fused.session.run(fused.outputs, feeds)

@@ -131,27 +131,11 @@ def _curve(x: tuple[float, ...], counts: list[int], arrays: dict[str, np.ndarray
 
 
 def baseline_auc(path_text: str) -> float:
-    """The ablation AUC of an earlier report (--baseline); DataError when there is none."""
-    import json
+    """The ablation AUC of an earlier report (--baseline), read by compare's reader;
+    DataError when there is none."""
+    from sdaudit.report.reader import ablation_auc, read_report
 
-    path = Path(path_text)
-    try:
-        old = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"--baseline {path_text!r} does not exist", "give an earlier report")\
-            from None
-    except (OSError, ValueError, UnicodeDecodeError):
-        raise DataError(f"--baseline {path_text!r} is not a JSON report",
-                        "give a report written by sdaudit scan --json") from None
-    summary = old.get("summary") if isinstance(old, dict) else None
-    if not isinstance(summary, dict) or "schema_version" not in old:
-        raise DataError(f"--baseline {path_text!r} is not an sdaudit report",
-                        "give a report written by sdaudit scan --json")
-    try:
-        return float(summary["ablation_auc"])
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"--baseline {path_text!r} has no ablation AUC (its scan did not "
-                        "measure ablation)", "give a report of a scan with ablation") from None
+    return ablation_auc(read_report(path_text, "--baseline"), "--baseline", path_text)
 
 
 def _gate(config: AuditConfig, summary_auc: float | None) -> GateResult:

@@ -32,14 +32,17 @@ def compare(
     not reliable.
     """
     with boundary():
+        from sdaudit.outputs import write_atomic
+        from sdaudit.paths import PathPlan, Use
         from sdaudit.report.compare import compare as rank
-        from sdaudit.report.json_io import write_atomic
 
+        writes = () if html_path is None else (Use("--html", html_path),)
+        PathPlan(tuple(Use("REPORT", r) for r in reports), writes).check()
         ranking, warnings = rank(list(reports))
         if html_path is not None:
             from sdaudit.report.html import render_comparison
 
-            write_atomic(html_path, render_comparison(ranking, warnings))
+            write_atomic(html_path, render_comparison(ranking, warnings), "--html")
         errors = err_console()
         for warning in warnings:
             errors.print(f"[yellow]warning:[/] {warning}")

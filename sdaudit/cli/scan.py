@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -17,6 +17,9 @@ from sdaudit.cli.common import (
     parse_floats,
 )
 from sdaudit.errors import EXIT_GATE_FAILED, EXIT_OK, BadFlagError
+
+if TYPE_CHECKING:
+    from sdaudit.paths import PathPlan
 
 
 class Format(str, Enum):
@@ -84,6 +87,26 @@ class _CliHooks:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def _path_plan(model: Path, data: Path | None, selectivity_data: Path | None,
+               labels: Path | None, class_names: Path | None, loader_script: str | None,
+               baseline: Path | None, json_path: Path | None, html_path: Path | None) -> PathPlan:
+    """What a scan reads and writes (sdaudit.paths checks that no write touches a read)."""
+    from sdaudit.paths import PathPlan, Use, model_reads
+
+    writes = tuple(Use(flag, path) for flag, path in (("--json", json_path), ("--html", html_path))
+                   if path is not None)
+    # Only an existing file can be an input: the model's external data are listed only then.
+    reads = list(model_reads(model) if any(w.path.exists() for w in writes)
+                 else (Use("MODEL", model),))
+    if loader_script is not None:
+        script = loader_script if Path(loader_script).exists() else loader_script.partition(":")[0]
+        reads.append(Use("--data-loader-script", Path(script)))
+    reads.extend(Use(flag, path) for flag, path in (
+        ("--data", data), ("--selectivity-data", selectivity_data), ("--labels", labels),
+        ("--class-names", class_names), ("--baseline", baseline)) if path is not None)
+    return PathPlan(tuple(reads), writes)
 
 
 def scan(
@@ -199,13 +222,8 @@ def scan(
             risk = parse_floats(risk_thresholds, "--risk-thresholds") or ()
             if len(risk) != 2:
                 raise BadFlagError("--risk-thresholds takes two numbers LOW,MEDIUM", "e.g. 0.7,0.5")
-            inputs = [model.resolve(), *([data.resolve()] if data else [])]
-            for flag, path in (("--json", json_path), ("--html", html_path)):
-                if path is not None and path.exists() and path.resolve() in inputs:
-                    raise BadFlagError(f"{flag} would overwrite an input", "choose another path")
-                if path is not None and not (path.parent if str(path.parent) else Path(".")).is_dir():
-                    raise BadFlagError(f"{flag} {str(path)!r}: folder {str(path.parent)!r} does "
-                                       "not exist", "create it first, or choose another path")
+            _path_plan(model, data, selectivity_data, labels, class_names, data_loader_script,
+                       baseline, json_path, html_path).check()
             if threads is not None and threads > 0:
                 from sdaudit.runtime.session import usable_cores
 
@@ -250,16 +268,19 @@ def scan(
                            output=output, hooks=hooks)  # type: ignore[arg-type]
         finally:
             hooks.close()
-        from sdaudit.report.json_io import report_to_dict, to_json, write_atomic
+        from sdaudit.outputs import Outputs
+        from sdaudit.report.json_io import report_to_dict, to_json
 
         data_dict = report_to_dict(report)
         text = to_json(data_dict)
-        if json_path is not None:
-            write_atomic(json_path, text)
-        if html_path is not None:
-            from sdaudit.report.html import render_report
+        with Outputs() as outputs:  # every file or none: a failed render leaves nothing behind
+            if json_path is not None:
+                outputs.stage("--json", json_path, text)
+            if html_path is not None:
+                from sdaudit.report.html import render_report
 
-            write_atomic(html_path, render_report(data_dict))
+                outputs.stage("--html", html_path, render_report(data_dict))
+            outputs.commit()
         from sdaudit.cli.common import StdoutClosedError, out_console, silence_stdout, write_stdout
 
         try:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sdaudit.errors import BadFlagError
+from sdaudit.paths import real_path
+
+if TYPE_CHECKING:
+    import onnx
+
+    from sdaudit.outputs import Outputs
 
 
 @dataclass(frozen=True)
@@ -15,30 +21,50 @@ class InstrumentSummary:
     max_diff: float
 
 
-def save_instrumented(model: Path, out: Path, select: str, *, noise: bool = True, seed: int = 0,
-                      input_shape: str | None = None) -> InstrumentSummary:
+PROTOBUF_LIMIT = (2 << 30) - 1
+
+
+def _stage_with_external_data(outputs: Outputs, model: onnx.ModelProto, out: Path,
+                              weights: Path) -> None:
+    """The model and its weights file, written in a private folder beside ``out`` and staged
+    together (onnx writes the weights under their final name, so not in place)."""
+    import shutil
+    import tempfile
+
     import onnx
 
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=real_path(out).parent))
+    try:
+        onnx.save_model(model, str(folder / out.name), save_as_external_data=True,
+                        location=weights.name)
+        outputs.adopt("--output", folder / out.name, out)
+        outputs.adopt("--output's weights", folder / weights.name, weights)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def save_instrumented(model: Path, out: Path, select: str, *, noise: bool = True, seed: int = 0,
+                      input_shape: str | None = None) -> InstrumentSummary:
     from sdaudit.model.layers import discover_layers, select_layers
     from sdaudit.model.load import load_model, parse_input_shapes
-    from sdaudit.report.json_io import write_atomic
+    from sdaudit.outputs import Outputs
+    from sdaudit.paths import PathPlan, Use, model_reads
     from sdaudit.rewrite.instrument import instrument, verify_equivalence
 
-    if out.exists() and model.exists() and out.resolve() == model.resolve():
-        raise BadFlagError("--output is the input model; sdaudit never overwrites what you gave",
-                           "choose another path for -o")
-    if out.is_dir():
-        raise BadFlagError(f"--output {str(out)!r} is a folder", "give a file name ending in .onnx")
+    weights = out.with_name(out.name + ".data")  # beside the model, past protobuf's 2 GB limit
+    plan = PathPlan(model_reads(model), (Use("--output", out),))
+    plan.check()
     loaded = load_model(model, parse_input_shapes(input_shape))
     layers = select_layers(discover_layers(loaded.proto), select)
     inst = instrument(loaded.proto, layers, noise=noise, stats=True, seed=seed, verify=False)
     max_diff = verify_equivalence(loaded.proto, inst)
-    data = inst.model.SerializeToString() if inst.model.ByteSize() < (2 << 30) - 1 else None
-    if data is None:  # over protobuf's 2 GB limit: weights beside the model
-        onnx.save_model(inst.model, str(out), save_as_external_data=True,
-                        location=out.name + ".data")
-    else:
-        write_atomic(out, data)
+    with Outputs() as outputs:
+        if inst.model.ByteSize() < PROTOBUF_LIMIT:
+            outputs.stage("--output", out, inst.model.SerializeToString())
+        else:
+            PathPlan(plan.reads, (*plan.writes, Use("--output's weights", weights))).check()
+            _stage_with_external_data(outputs, inst.model, out, weights)
+        outputs.commit()
     rows = tuple(
         (layer.name, inst.mask_inputs[i], inst.noise_inputs[i] if inst.noise_inputs else None,
          inst.mean_outputs[i])

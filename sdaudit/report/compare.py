@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +12,10 @@ COMPARABLE_CONFIG = ("layers", "fractions", "draws", "ablation_value", "seed")
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"report {str(p)!r} does not exist", "give reports written by "
-                        "`sdaudit scan --json`") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"report {str(p)!r} is not readable JSON ({type(exc).__name__})",
-                        "give reports written by `sdaudit scan --json`") from None
-    if not isinstance(data, dict) or "schema_version" not in data or "summary" not in data:
-        raise DataError(f"{str(p)!r} is not an sdaudit report",
-                        "give reports written by `sdaudit scan --json`")
-    if str(data["schema_version"]).split(".")[0] != "1":
-        raise DataError(f"{str(p)!r} has report schema {data['schema_version']}; this sdaudit "
-                        "reads schema 1", "re-run sdaudit scan with this version")
-    return data
+    """A report given to compare (the one reader, shared with ``scan --baseline``)."""
+    from sdaudit.report.reader import read_report
+
+    return read_report(path, "report")
 
 
 def _names(paths: list[Path], reports: list[dict[str, Any]]) -> list[str]:

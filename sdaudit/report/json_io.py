@@ -1,17 +1,19 @@
-"""The JSON edge of the report: dataclasses → plain values, schema validation, atomic writes."""
+"""The JSON edge of the report: dataclasses → plain values, schema validation.
+
+Files are written by :mod:`sdaudit.outputs` (all outputs of a run committed together)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from sdaudit.errors import SdauditError
+from sdaudit.outputs import write_atomic
 from sdaudit.report.model import AuditReport, Curve
+
+__all__ = ["dumps", "load_schema", "report_to_dict", "to_json", "write_atomic"]
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 _DIGITS = 7  # significant digits: stable bytes, and small settings (ε = 1e-7) survive
@@ -78,31 +80,3 @@ def dumps(report: AuditReport) -> str:
 
 def load_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
-
-
-def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> None:
-    """Write via a temporary file in the same folder, then rename: never a half-written report."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise SdauditError(f"cannot write {str(target)!r}: folder {str(folder)!r} does not exist",
-                           "create the folder first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        # mkstemp makes the file private (0600); a report gets the mode an ordinary new file
-        # would (0666 less the umask), or keeps the mode of the file it replaces.
-        if target.exists():
-            mode = target.stat().st_mode & 0o777
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content.encode("utf-8") if isinstance(content, str) else content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -59,13 +59,30 @@ def write_stdout(text: str) -> None:
         raise StdoutClosedError from None
 
 
+PIPED_WIDTH = 120  # columns when stdout is no terminal (a CI log, `| cat`) and COLUMNS is unset
+
+
+def piped_width(stream: Any) -> int | None:
+    """The width to render at: None on a terminal (rich asks it), else $COLUMNS where set, else
+    :data:`PIPED_WIDTH` (rich's own fallback, 80, cut the layer table's AUC column)."""
+    import os
+
+    try:
+        if stream.isatty():
+            return None
+    except (AttributeError, ValueError):  # a closed or odd stream: treat it as no terminal
+        pass
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else PIPED_WIDTH
+
+
 def out_console() -> Any:
     """A rich console on stdout whose reader may leave (`| head`): a closed pipe raises
     :class:`StdoutClosedError` for the command to handle (rich's own handler exits with 1, which is
     the gate-failed code)."""
     from rich.console import Console
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=piped_width(sys.stdout))
 
     def broken_pipe() -> None:
         raise StdoutClosedError

@@ -55,18 +55,21 @@ def compare(
         table = Table(title="Models ranked by ablation AUC (higher: less reliance on single "
                       "directions)", box=box.SIMPLE_HEAD)
         for col in ("rank", "model", "AUC", "95% CI", "", "noise AUC", "accuracy"):
+            # No column wraps (file names and intervals split mid-token before); a table wider
+            # than the console is printed wider.
             table.add_column(col, justify="left" if col in ("model", "") else "right",
-                             overflow="fold", no_wrap=col != "model")
+                             no_wrap=True)
 
-        def f(v: float | None) -> str:
-            return "–" if v is None else f"{v:.3f}"
+        from sdaudit.report.terminal import show
+        from sdaudit.report.text import num as f
 
         for e in ranking:
             table.add_row(str(e["rank"]), e["name"], f(e["ablation_auc"]),
                           f"{f(e['ci'][0])}–{f(e['ci'][1])}",
                           "≈ next" if e["overlaps_next"] else "", f(e["noise_auc"]),
                           f(e["baseline_accuracy"]))
-        out_console().print(table)
+        console = out_console()
+        show(console, table)
         if any(e["overlaps_next"] for e in ranking):
-            out_console().print("≈ next: the 95% intervals of neighbours overlap; "
-                                           "their order is not reliable (more --draws narrows them)")
+            console.print("≈ next: the 95% intervals of neighbours overlap; their order is not "
+                          "reliable (more --draws narrows them)", markup=False)

@@ -50,6 +50,8 @@ def layers(
         from rich import box
         from rich.table import Table
 
+        from sdaudit.report.terminal import show
+
         table = Table(title=f"Auditable layers of {model}", box=box.SIMPLE_HEAD)
         table.add_column("")
         table.add_column("tensor", overflow="fold", ratio=3)
@@ -64,6 +66,11 @@ def layers(
             table.add_row("✓" if layer.default else "", layer.name, op, shape,
                           str(layer.channel_axis), str(layer.channels), str(layer.depth))
         console = out_console()
-        console.print(table)
-        console.print("✓ = default selection (the paper's: every hidden activation of an MLP, "
-                      "the last three conv activation layers of a conv net)")
+        show(console, table)
+        default = ("the default selection (the paper's: every hidden activation of an MLP, "
+                   "the last three conv activation layers of a conv net)")
+        if select == "all":
+            console.print(f"✓ = {default}", markup=False, soft_wrap=True)
+        else:  # the rows are what --layers chose; ✓ still marks the default's own choice
+            console.print(f"listed: the {len(found)} layers --layers {select} selects; "
+                          f"✓ = also in {default}", markup=False, soft_wrap=True)

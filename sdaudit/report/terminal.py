@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any
 
 from sdaudit.report.model import AuditReport, Curve
+from sdaudit.report.text import gate_text, num, verdict_line
 
 SPARKS = "▁▂▃▄▅▆▇█"
 RISK_STYLE = {"low": "bold green", "medium": "bold yellow", "high": "bold red"}
@@ -23,9 +25,34 @@ def sparkline(values: tuple[float, ...] | list[float], lo: float = 0.0, hi: floa
 
 
 def _f(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.{digits}f}"
+    return num(value, digits)
+
+
+def show(console: Any, table: Any) -> None:
+    """Print a table at the console's width, or wider where its columns cannot shrink to fit:
+    numbers never wrap or get cut ("0.96" for 0.961); the terminal folds the wider lines instead."""
+    from rich.measure import Measurement
+
+    wide = console.options.update_width(10_000)
+    need = Measurement.get(console, wide, table).minimum
+    for column in table.columns:
+        cells = [column.header, *column.cells]
+        if column.no_wrap:  # rich measures a no_wrap column by its longest word only
+            longest = max(Measurement.get(console, wide, c).maximum for c in cells)
+            need += max(0, longest - max(Measurement.get(console, wide, c).minimum for c in cells))
+            column.min_width = max(column.min_width or 0, longest)
+        else:  # a folding column (layer names) may shrink below its longest word
+            natural = max(Measurement.get(console, wide, c).minimum for c in cells)
+            need -= max(0, natural - max(column.min_width or 0, min(natural, 12)))
+    width = console.width
+    if need <= width:
+        console.print(table)
+        return
+    console.width = need  # print(width=...) would clamp to the console's width
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def _class_name(report: AuditReport, index: int) -> str:
@@ -53,8 +80,12 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
     lines.append(f"{report.runtime['provider']}, {report.runtime['threads']} threads"
                  f"{', sweep in fp16' if precision == 'fp16' else ''}\n")
     lines.append("accuracy  ", style="dim")
-    lines.append(f"{_f(float(report.baseline['accuracy']))} unablated "
-                 f"(on the data given, with its labels)\n")
+    if report.data.get("labels") == "predicted":
+        lines.append("– (no labels given: the unablated model's predictions stand in, so the "
+                     "curves measure agreement with them)\n")
+    else:
+        lines.append(f"{_f(float(report.baseline['accuracy']))} unablated "
+                     f"(on the data given, with its labels)\n")
     if s.ablation_auc is not None:
         lo, hi = s.ablation_auc_ci or (None, None)
         lines.append("ablation  ", style="dim")
@@ -71,7 +102,7 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
                      "model for a firm verdict)\n")
     lines.append("gate      ", style="dim")
     gate_style = "green" if report.gate.passed else "bold red"
-    lines.append(report.gate.verdict, style=gate_style)
+    lines.append(gate_text(asdict(report.gate)), style=gate_style)
     for note in s.notes:
         lines.append(f"\nnote      {note}", style="yellow")
     console.print(Panel(lines, title="sdaudit: reliance on single directions", box=box.ROUNDED))
@@ -81,8 +112,9 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
     for col in ("layer", "op", "units", "dead", "SI mean", "SI med", "SI max", "MI",
                 "ρ(SI,imp)", "AUC"):
         # Narrow terminals fold a long layer name over lines rather than cut it to "/3…".
+        # Numbers and op types never wrap: a table too wide for the console is printed wider.
         table.add_column(col, justify="left" if col in ("layer", "op") else "right",
-                         overflow="fold", no_wrap=col == "op",
+                         overflow="fold", no_wrap=col != "layer",
                          min_width=min(8, max(len(x.name) for x in report.layers))
                          if col == "layer" else None)
     for layer in report.layers:
@@ -91,7 +123,7 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
                       _f(layer.selectivity_max), _f(layer.mutual_information_mean),
                       _f(layer.importance_selectivity_spearman, 2),
                       _f(s.per_layer_auc.get(layer.name)))
-    console.print(table)
+    show(console, table)
 
     units = [(u.selectivity[i], layer, i) for layer in report.layers
              for u in [layer.units] if u.selectivity is not None for i in range(layer.channels)]
@@ -100,7 +132,8 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
         sel = Table(title=f"Most class-selective units (top {min(top, len(units))})",
                     box=box.SIMPLE_HEAD)
         for col in ("layer", "unit", "SI", "class", "MI (bits)", "Δacc alone", "Δloss alone"):
-            sel.add_column(col, justify="left" if col in ("layer", "class") else "right")
+            sel.add_column(col, justify="left" if col in ("layer", "class") else "right",
+                           overflow="fold", no_wrap=col not in ("layer", "class"))
         for si, layer, i in units[:top]:
             u = layer.units
             pref = u.preferred_class[i] if u.preferred_class else -1
@@ -108,7 +141,7 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
                         _f(u.mutual_information[i] if u.mutual_information else None),
                         _f(-u.importance[i] if u.importance else None),
                         _f(u.importance_loss[i] if u.importance_loss else None))
-        console.print(sel)
+        show(console, sel)
 
     if report.ablation is not None:
         joint = report.ablation.joint
@@ -116,9 +149,9 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
             _curve_table(console, joint, "Random ablation (all selected layers together)",
                          "fraction")
         curves = Table(title="Ablation curves (normalized accuracy)", box=box.SIMPLE_HEAD)
-        curves.add_column("curve")
-        curves.add_column("sparkline")
-        curves.add_column("AUC", justify="right")
+        curves.add_column("curve", overflow="fold")
+        curves.add_column("sparkline", no_wrap=True)
+        curves.add_column("AUC", justify="right", no_wrap=True)
         rows: list[tuple[str, Curve]] = []
         if joint is not None:
             rows.append(("random, joint", joint))
@@ -128,11 +161,14 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
         for label, c in rows:
             curves.add_row(label, sparkline(c.normalized_mean), _f(c.auc))
         if rows:
-            console.print(curves)
+            show(console, curves)
         if joint is not None and joint.class_auc:
             _class_table(console, report, joint)
     if report.noise is not None:
         _curve_table(console, report.noise, "Noise (σ = α × each unit's s.d.)", "α")
+    # The last line of a CI log: one line (≤ 160 characters), never wrapped.
+    line = verdict_line({"summary": asdict(s), "gate": asdict(report.gate)})
+    console.print(line, style=gate_style, soft_wrap=True, markup=False, highlight=False)
 
 
 def _class_table(console: Any, report: AuditReport, joint: Curve, shown: int = 5) -> None:
@@ -145,7 +181,8 @@ def _class_table(console: Any, report: AuditReport, joint: Curve, shown: int = 5
     table = Table(title="Per-class reliance: classes that collapse first under joint random "
                   "ablation", box=box.SIMPLE_HEAD)
     for col in ("class", "class AUC", "unablated accuracy"):
-        table.add_column(col, justify="left" if col == "class" else "right")
+        table.add_column(col, justify="left" if col == "class" else "right", overflow="fold",
+                         no_wrap=col != "class")
     per_class = report.baseline.get("per_class_accuracy") or []
     for auc, c in ranked[:shown]:
         table.add_row(_class_name(report, c), _f(auc),
@@ -155,7 +192,7 @@ def _class_table(console: Any, report: AuditReport, joint: Curve, shown: int = 5
         auc, c = ranked[-1]
         table.add_row(_class_name(report, c), _f(auc),
                       _f(per_class[c] if c < len(per_class) else None))
-    console.print(table)
+    show(console, table)
 
 
 def _curve_table(console: Any, curve: Curve, title: str, x_name: str) -> None:
@@ -173,4 +210,4 @@ def _curve_table(console: Any, curve: Curve, title: str, x_name: str) -> None:
             f"{_f(curve.accuracy_ci_low[j])}–{_f(curve.accuracy_ci_high[j])}",
             _f(curve.normalized_mean[j]), _f(curve.agreement_mean[j]), _f(curve.loss_mean[j]),
         )
-    console.print(table)
+    show(console, table)

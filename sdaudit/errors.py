@@ -11,7 +11,8 @@ EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM: a CI runner's timeout or a cancelled job
 
 
 class SdauditError(Exception):
@@ -48,6 +49,11 @@ class DataError(SdauditError):
 
 class RewriteError(SdauditError):
     """A graph pass could not establish its post-condition on this model."""
+
+
+class TerminatedError(KeyboardInterrupt):
+    """SIGTERM arrived (``sdaudit`` exits 143). A KeyboardInterrupt, so that every clean-up that
+    runs on Ctrl-C (temporary report files, progress bars) runs on it too."""
 
 
 class InternalError(Exception):

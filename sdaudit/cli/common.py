@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from sdaudit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BadFlagError, SdauditError
+from sdaudit.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    BadFlagError,
+    SdauditError,
+    TerminatedError,
+    first_line,
+)
 
 ModelArg = Annotated[Path, typer.Argument(
     help="The model: an .onnx file (or TorchScript .pt / torch.export .pt2, with sdaudit[torch]).",
@@ -104,21 +112,39 @@ def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
     return values
 
 
+OnError = Callable[[int, str], None]
+
+
 @contextmanager
-def boundary() -> Iterator[None]:
-    """User errors → one line on stderr, exit 2; Ctrl-C → 130; bugs → traceback, exit 3."""
+def boundary(on_error: OnError | None = None) -> Iterator[None]:
+    """User errors → one line on stderr, exit 2; Ctrl-C → 130; SIGTERM → 143; bugs → traceback,
+    exit 3. ``on_error(exit code, message)`` runs first (scan writes its JUnit or Markdown error
+    document to stdout there)."""
+
+    def fail(code: int, message: str) -> typer.Exit:
+        if on_error is not None:
+            try:
+                on_error(code, message)
+            except StdoutClosedError:
+                silence_stdout()
+        return typer.Exit(code)
+
     try:
         yield
     except (typer.Exit, StdoutClosedError):  # a closed stdout is cli.app's to handle
         raise
     except SdauditError as exc:
         print(f"sdaudit: error: {exc}", file=sys.stderr)
-        raise typer.Exit(exc.exit_code) from None
+        raise fail(exc.exit_code, f"sdaudit: error: {exc}") from None
+    except TerminatedError:
+        print("sdaudit: terminated", file=sys.stderr)
+        raise fail(EXIT_TERMINATED, "sdaudit: terminated (SIGTERM)") from None
     except KeyboardInterrupt:
         print("sdaudit: interrupted", file=sys.stderr)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except Exception:
+        raise fail(EXIT_INTERRUPTED, "sdaudit: interrupted") from None
+    except Exception as exc:
         traceback.print_exc()
         print("sdaudit: internal error: this is a bug in sdaudit; please report it with the "
               "traceback above", file=sys.stderr)
-        raise typer.Exit(EXIT_INTERNAL) from None
+        raise fail(EXIT_INTERNAL, f"sdaudit: internal error ({type(exc).__name__}: "
+                   f"{first_line(exc)}); the traceback is on stderr") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,22 @@ class Precision(str, Enum):
 class AblationValue(str, Enum):
     zero = "zero"
     mean = "mean"
+
+
+def error_document(fmt: str, model: str) -> Callable[[int, str], None]:
+    """What `scan --format junit|markdown` writes to stdout when it cannot finish (exit 2, 3,
+    130, 143): a valid document naming the error, never an empty file."""
+
+    def write(code: int, message: str) -> None:
+        from sdaudit.cli.common import write_stdout
+        from sdaudit.report.formats import junit_error, markdown_error
+
+        if fmt == Format.junit.value:
+            write_stdout(junit_error(model, code, message))
+        elif fmt == Format.markdown.value:
+            write_stdout(markdown_error(model, code, message))
+
+    return write
 
 
 class _CliHooks:
@@ -210,7 +227,7 @@ def scan(
     """
     hooks = _CliHooks(quiet)
     code = EXIT_OK
-    with boundary():
+    with boundary(on_error=error_document(fmt.value, str(model))):
         try:
             from sdaudit.api import audit
             from sdaudit.config import MEASURES, AuditConfig, Gate, RiskThresholds

@@ -121,10 +121,10 @@ def block_outputs(onnx_path: str, count: int = 3) -> list[str]:
 
 def masks_for(units: int) -> np.ndarray:
     """The same 1 + 50 masks sdaudit draws for --seed 0 (joint random ablation)."""
-    from sdaudit.api import _permutation_masks
+    from sdaudit.analysis.configs import permutation_masks
 
     rng = np.random.default_rng(np.random.SeedSequence(SEED).spawn(3)[0])
-    rows, _ = _permutation_masks(rng, np.arange(units), units, FRACTIONS, DRAWS)
+    rows, _ = permutation_masks(rng, np.arange(units), units, FRACTIONS, DRAWS)
     return np.concatenate([np.ones((1, units), np.float32), rows])
 
 
@@ -183,7 +183,7 @@ def _sdaudit_models(args: argparse.Namespace) -> tuple[object, object, list[str]
 
 
 def run_naive(args: argparse.Namespace) -> dict[str, object]:
-    from sdaudit.runtime.session import make_session
+    from sdaudit.ort import make_session
 
     _, inst, _ = _sdaudit_models(args)
     data = np.load(args.data)
@@ -203,8 +203,8 @@ def run_naive(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run_floor(args: argparse.Namespace) -> dict[str, object]:
+    from sdaudit.ort import make_session
     from sdaudit.rewrite.split import split
-    from sdaudit.runtime.session import make_session
 
     _, inst, _ = _sdaudit_models(args)
     parts = split(inst, ("logits",))

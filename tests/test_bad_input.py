@@ -268,16 +268,16 @@ def test_a_failed_run_leaves_an_earlier_report_intact(tmp_path, capsys):
 
 def test_running_out_of_memory_shrinks_the_stack_and_goes_on(tmp_path, capsys, monkeypatch):
     """The engine halves the configurations per run when a run fails for memory."""
-    from sdaudit.runtime import engine
+    from sdaudit.runtime import suffix
 
-    real = engine.Engine._controls
+    real = suffix.SuffixRunner.controls
 
     def picky(self, inst, masks, *args, **kwargs):
         if masks.shape[0] > 1:
             raise MemoryError("simulated: Failed to allocate memory")
         return real(self, inst, masks, *args, **kwargs)
 
-    monkeypatch.setattr(engine.Engine, "_controls", picky)
+    monkeypatch.setattr(suffix.SuffixRunner, "controls", picky)
     report = tmp_path / "r.json"
     code = run(["scan", str(_counting(tmp_path)), "--data", str(_data(tmp_path)),
                 "--json", str(report), "-q", "--measure", "ablation,noise", "--draws", "3",

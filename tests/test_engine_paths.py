@@ -87,8 +87,8 @@ def test_fp16_that_changes_predictions_falls_back_to_fp32(tmp_path):
     assert report["noise"] == plain["noise"]  # the noise session fell back too
 
 
-def _all_from_level_0(self, masks):
-    return [(self._levels[0], np.arange(1, len(masks)))]
+def _all_from_level_0(levels, offsets, masks):
+    return [(levels[0], np.arange(1, len(masks)))]
 
 
 @pytest.mark.parametrize("ablation_value", ["zero", "mean"])
@@ -96,21 +96,21 @@ def test_later_suffix_levels_give_the_first_levels_numbers(monkeypatch, ablation
     """Per-layer, single-unit and ordered configurations that leave the first layers intact run
     from a later suffix (its cut from the statistics run); running all of them from the first
     layer instead gives the same curves."""
-    from sdaudit.runtime import engine
+    from sdaudit.runtime import suffix, variants
 
     used: list[int] = []
-    real_session = engine.Engine._level_session
+    real_session = variants.Sessions.level
 
     def spy(self, level):
         used.append(level.first)
         return real_session(self, level)
 
-    monkeypatch.setattr(engine.Engine, "_level_session", spy)
+    monkeypatch.setattr(variants.Sessions, "level", spy)
     config = AuditConfig(measures=("ablation", "importance", "ordered"), draws=2, device="cpu",
                          chunk_size=100, ablation_value=ablation_value)
     levels = json.loads(dumps(audit(str(CNN), str(DATA), config)))
     assert {1, 2} <= set(used)  # the later levels ran
-    monkeypatch.setattr(engine.Engine, "_assign_levels", _all_from_level_0)
+    monkeypatch.setattr(suffix, "assign_levels", _all_from_level_0)
     flat = json.loads(dumps(audit(str(CNN), str(DATA), config)))
     n = levels["data"]["samples"]
     curves = [("joint", levels["ablation"], flat["ablation"])]

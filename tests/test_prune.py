@@ -21,10 +21,10 @@ from conftest import SAMPLES
 from onnx import TensorProto, helper, numpy_helper
 
 from sdaudit.model.layers import discover_layers, select_layers
+from sdaudit.ort import make_session
 from sdaudit.rewrite.instrument import instrument
 from sdaudit.rewrite.prune import Branch, NotPrunableError, Pruner
 from sdaudit.rewrite.split import split
-from sdaudit.runtime.session import make_session
 
 BATCH = 3
 HW = 5
@@ -668,10 +668,10 @@ def test_pruned_count_is_of_configurations_pruned_on_every_chunk(tmp_path, monke
     """A fused model the timing check drops after the first chunk ran pruned on one chunk only:
     it is not counted (it was), and the numbers are the masked ones."""
     from sdaudit.cli.app import run
-    from sdaudit.runtime import engine
+    from sdaudit.runtime import pruning
 
-    monkeypatch.setattr(engine, "PRUNE_PAYBACK", 0.0)  # always worth building ...
-    monkeypatch.setattr(engine, "PRUNE_KEEP", 0.0)  # ... never faster than masked
+    monkeypatch.setattr(pruning, "PRUNE_PAYBACK", 0.0)  # always worth building ...
+    monkeypatch.setattr(pruning, "PRUNE_KEEP", 0.0)  # ... never faster than masked
     reports = {}
     for flags in ([], ["--no-prune"]):
         out = tmp_path / f"{len(reports)}.json"

@@ -23,7 +23,7 @@ def instrument(
     before (checked before writing); a 0 in a mask switches that channel off.
     """
     with boundary():
-        from sdaudit.model.io import save_instrumented
+        from sdaudit.rewrite.io import save_instrumented
 
         summary = save_instrumented(model, out, select, noise=noise, seed=seed,
                                     input_shape=input_shape)

@@ -242,7 +242,7 @@ def scan(
             _path_plan(model, data, selectivity_data, labels, class_names, data_loader_script,
                        baseline, json_path, html_path).check()
             if threads is not None and threads > 0:
-                from sdaudit.runtime.session import usable_cores
+                from sdaudit.ort import usable_cores
 
                 if threads > usable_cores() and not quiet:
                     err_console().print(

@@ -30,8 +30,8 @@ def free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     import onnx
 
+    from sdaudit.ort import make_session
     from sdaudit.rewrite.instrument import probe_inputs
-    from sdaudit.runtime.session import make_session
 
     new = onnx.ModelProto()
     new.CopyFrom(model)

@@ -314,7 +314,7 @@ def verify_equivalence(original: onnx.ModelProto, inst: InstrumentedModel) -> fl
 
     Returns the largest absolute difference seen.
     """
-    from sdaudit.runtime.session import make_session
+    from sdaudit.ort import make_session
 
     feeds = probe_inputs(original)
     batch = next(iter(feeds.values())).shape[0] if feeds else 1

@@ -1,0 +1,181 @@
+"""The sweep's plain values: statistics and per-configuration counts that merge by addition.
+
+A chunk × a set of configurations produces a :class:`PassResult`; two of them over different
+chunks add up (``SweepCounts.merge``), so the unit of work can run anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class UnitStats:
+    """Additive statistics of the unablated model over a data set (float64 sums)."""
+
+    n: int
+    correct: float
+    loss: float
+    class_counts: np.ndarray  # [K]
+    class_correct: np.ndarray  # [K]
+    unit_sum: np.ndarray  # [U] sums of spatial means
+    unit_sumsq: np.ndarray  # [U] sums of squared spatial means
+    unit_elem_sq: np.ndarray  # [U] sums of spatial means of squares
+    unit_min: np.ndarray  # [U]
+    unit_max: np.ndarray  # [U]
+    class_sums: np.ndarray  # [K, U]
+    nonfinite: int = 0
+
+    @classmethod
+    def zeros(cls, classes: int, units: int) -> UnitStats:
+        k, u = classes, units
+        return cls(0, 0.0, 0.0, np.zeros(k), np.zeros(k), np.zeros(u), np.zeros(u),
+                   np.zeros(u), np.full(u, np.inf), np.full(u, -np.inf), np.zeros((k, u)))
+
+    def add(self, out: np.ndarray, pred: np.ndarray, logp: np.ndarray, y: np.ndarray,
+            means: np.ndarray, sqmeans: np.ndarray) -> None:
+        """Add one chunk: outputs, predictions, log-probabilities, labels, unit means."""
+        finite = np.isfinite(out).all(axis=1)
+        self.nonfinite += int((~finite).sum())
+        loss = -logp[np.arange(len(y)), y]
+        self.n += len(y)
+        self.correct += float((pred == y).sum())
+        self.loss += float(np.nansum(loss))
+        np.add.at(self.class_counts, y, 1)
+        np.add.at(self.class_correct, y, (pred == y).astype(np.float64))
+        self.unit_sum += means.sum(axis=0)
+        self.unit_sumsq += (means**2).sum(axis=0)
+        self.unit_elem_sq += sqmeans.sum(axis=0)
+        self.unit_min = np.minimum(self.unit_min, means.min(axis=0))
+        self.unit_max = np.maximum(self.unit_max, means.max(axis=0))
+        np.add.at(self.class_sums, y, means)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else math.nan
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.unit_sum / max(self.n, 1)
+
+    @property
+    def sd(self) -> np.ndarray:
+        """s.d. over samples of each unit's spatial mean."""
+        return np.sqrt(np.maximum(self.unit_sumsq / max(self.n, 1) - self.mean**2, 0.0))
+
+    @property
+    def elem_sd(self) -> np.ndarray:
+        """s.d. over samples and positions of each unit's activation (scales the noise)."""
+        return np.sqrt(np.maximum(self.unit_elem_sq / max(self.n, 1) - self.mean**2, 0.0))
+
+
+@dataclass
+class SweepCounts:
+    """Per-configuration counts; ``merge`` adds two of them (chunks, machines)."""
+
+    n: int
+    correct: np.ndarray  # [M]
+    loss: np.ndarray  # [M]
+    agree: np.ndarray  # [M] predictions equal to the unperturbed model's
+    kl: np.ndarray  # [M] KL(unperturbed output ‖ perturbed output), summed over samples (nats)
+    class_correct: np.ndarray  # [M, K]
+    class_counts: np.ndarray  # [K]
+
+    @classmethod
+    def zeros(cls, configs: int, classes: int) -> SweepCounts:
+        return cls(0, np.zeros(configs), np.zeros(configs), np.zeros(configs), np.zeros(configs),
+                   np.zeros((configs, classes)), np.zeros(classes))
+
+    def merge(self, other: SweepCounts) -> SweepCounts:
+        return SweepCounts(self.n + other.n, self.correct + other.correct, self.loss + other.loss,
+                           self.agree + other.agree, self.kl + other.kl,
+                           self.class_correct + other.class_correct,
+                           self.class_counts + other.class_counts)
+
+    def take(self, rows: np.ndarray) -> SweepCounts:
+        """The counts of configurations ``rows`` (repeats allowed)."""
+        return SweepCounts(self.n, self.correct[rows], self.loss[rows], self.agree[rows],
+                           self.kl[rows], self.class_correct[rows], self.class_counts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()}
+
+
+@dataclass(frozen=True)
+class Configs:
+    """Configurations of one sweep: rows over the pooled units of the selected layers.
+
+    ``masks`` [M, U] for the mask-only suffix (row 0 must be all ones: the unperturbed model,
+    whose predictions define agreement); ``noise_sd`` [Q, U] for the noise suffix.
+    """
+
+    masks: np.ndarray
+    noise_sd: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    # [Q] the draw of each noise row: rows of one draw share one standard-normal draw per chunk
+    # (common random numbers across noise levels). None: every row its own draw.
+    noise_draw: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class HistSpec:
+    """Equal-width bins of each unit's spatial mean between ``lo`` and ``hi`` (per unit)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    bins: int
+
+
+@dataclass
+class PassResult:
+    """What one pass over the data produced (each part only where it was asked for)."""
+
+    stats: UnitStats | None = None
+    hist: np.ndarray | None = None  # [U, bins, K] counts
+    mask_counts: SweepCounts | None = None
+    noise_counts: SweepCounts | None = None
+
+
+def log_probs(out: np.ndarray, probabilities: bool) -> np.ndarray:
+    """Log class probabilities of each row of ``out`` (logits, or probabilities already)."""
+    if probabilities:
+        return np.log(np.clip(out.astype(np.float64), 1e-12, None))
+    z = out.astype(np.float64)
+    top = z.max(axis=-1, keepdims=True)
+    return z - (top + np.log(np.exp(z - top).sum(axis=-1, keepdims=True)))
+
+
+def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows in order of first appearance, and for each row the index of its twin."""
+    if len(rows) == 0:
+        return rows, np.zeros(0, dtype=np.int64)
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # unique rows as they first appear: row 0 stays first
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rows[first[order]], rank[inverse.reshape(-1)]
+
+
+def accumulate(counts: SweepCounts, rows: np.ndarray, logp: np.ndarray, pred: np.ndarray,
+               y: np.ndarray, base_pred: np.ndarray, base_logp: np.ndarray,
+               base_p: np.ndarray | None = None) -> None:
+    """Add one group's results ([g, n, K] log-probabilities, [g, n] predictions) to ``counts``
+    rows ``rows`` (g distinct indices).
+
+    ``base_p``: ``exp(base_logp)``, passed in when the caller has it for the whole chunk.
+    """
+    n = len(y)
+    hit = pred == y[None, :]
+    counts.correct[rows] += hit.sum(axis=1)
+    counts.loss[rows] += np.nansum(-logp[:, np.arange(n), y], axis=1)
+    counts.agree[rows] += (pred == base_pred[None, :]).sum(axis=1)
+    if base_p is None:
+        base_p = np.exp(base_logp)
+    counts.kl[rows] += np.nansum(base_p[None] * (base_logp[None] - logp), axis=(1, 2))
+    k = counts.class_correct.shape[1]
+    for i, row in enumerate(rows):
+        counts.class_correct[row] += np.bincount(y[hit[i]], minlength=k)[:k]
+

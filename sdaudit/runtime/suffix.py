@@ -1,0 +1,269 @@
+"""Running a set of configurations through the suffix sessions on one chunk.
+
+* Several configurations are stacked in one batch (the cut tiled, one control row per sample),
+  until a run holds about STACK_ROWS rows or the tiled cut STACK_BYTES.
+* A run that fails for memory halves the stack and goes on (remembered for later chunks).
+* With CUDA, each chunk's cut is copied to the device once and bound (IO binding) for all its
+  configurations; only the small control rows travel per run.
+* ``precision="fp16"``: the first chunk checks that the fp16 sweep suffix changes at most
+  FP16_TOLERANCE of the unablated predictions (else the sweep goes back to fp32).
+* Noise: one standard-normal draw per chunk and draw, from the noise generator, shared by every
+  noise level of that draw (common random numbers).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sdaudit.errors import ModelError
+from sdaudit.runtime.counts import SweepCounts, accumulate, log_probs
+
+if TYPE_CHECKING:
+    from sdaudit.model.layers import LayerInfo
+    from sdaudit.rewrite.instrument import InstrumentedModel
+    from sdaudit.runtime.variants import Level, Sessions, Variants
+
+Progress = Callable[[str, int, int], None]
+# Stack configurations only until a run holds about this many rows (per-row cost is flat beyond,
+# and the memory of intermediate activations grows with it) or the tiled cut this many bytes.
+STACK_ROWS = 256
+STACK_BYTES = 32 << 20
+# fp16 is kept only if it changes at most this fraction of the unablated predictions.
+FP16_TOLERANCE = 0.005
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return any(k in text for k in ("failed to allocate memory", "bad_alloc", "bad allocation",
+                                   "out of memory"))
+
+
+def group_size(cut: dict[str, np.ndarray], n: int, configs: int) -> int:
+    """How many configurations one run stacks on a chunk of ``n`` samples."""
+    per_sample = sum(v.nbytes for v in cut.values()) / max(n, 1)
+    by_bytes = int(STACK_BYTES // max(per_sample * n, 1))
+    by_rows = STACK_ROWS // max(n, 1)
+    return max(1, min(configs, by_bytes, by_rows))
+
+
+def assign_levels(levels: tuple[Level, ...], offsets: np.ndarray,
+                  masks: np.ndarray) -> list[tuple[Level, np.ndarray]]:
+    """Rows 1… of ``masks`` by the suffix level they run from: the last level starting at or
+    before the first layer the row perturbs."""
+    rows = masks[1:]
+    if len(rows) == 0:
+        return []
+    perturbed = np.stack([(rows[:, lo:hi] != 1).any(axis=1)
+                          for lo, hi in itertools.pairwise(offsets)], axis=1)
+    first = np.where(perturbed.any(axis=1), perturbed.argmax(axis=1), 0)
+    starts = np.array([level.first for level in levels])
+    which = np.searchsorted(starts, first, side="right") - 1
+    return [(level, 1 + np.flatnonzero(which == i)) for i, level in enumerate(levels)
+            if (which == i).any()]
+
+
+@dataclass
+class Job:
+    """Configurations of one chunk that run through one suffix session."""
+
+    session: Any
+    inst: InstrumentedModel  # the variant whose control inputs the session takes
+    masks: np.ndarray  # [m, U]
+    noise_sd: np.ndarray | None  # [m, U] or None
+    counts: SweepCounts
+    rows: np.ndarray  # [m] the configurations' rows in ``counts``
+    draws_eps: bool  # feed one fresh standard-normal draw (the noise generator's) to this job
+    first: int  # the first selected layer the session instruments
+    cut: dict[str, np.ndarray]
+
+
+class SuffixRunner:
+    """Runs jobs of configurations on chunks; remembers stack limits and fp16's verdict."""
+
+    def __init__(self, variants: Variants, sessions: Sessions, layers: list[LayerInfo],
+                 offsets: np.ndarray, notes: list[str], *, io_binding: bool,
+                 device_type: str) -> None:
+        self.variants = variants
+        self.sessions = sessions
+        self.layers = layers
+        self.offsets = offsets
+        self.units = int(offsets[-1])
+        self.notes = notes
+        self.io_binding = io_binding
+        self.device_type = device_type
+        self.group_cap: int | None = None  # configurations per run after an out-of-memory
+        self.fp16_changed: float | None = None  # share of predictions fp16 changed (chunk 1)
+
+    def controls(self, split_inst: InstrumentedModel, masks: np.ndarray, n: int,
+                 noise_sd: np.ndarray | None = None, unit_mean: np.ndarray | None = None,
+                 first: int = 0) -> dict[str, np.ndarray]:
+        """Per-sample control rows for a group of configurations: [g·n, C] per layer.
+
+        ``masks`` rows cover every selected unit; ``split_inst`` instruments the selected
+        layers from ``first`` on (a suffix level), which get their columns.
+        """
+        g = masks.shape[0]
+        feeds: dict[str, np.ndarray] = {}
+
+        def rows(values: np.ndarray) -> np.ndarray:
+            return values if g == 1 else np.repeat(values, n, axis=0)
+
+        for i in range(first, len(self.layers)):
+            lo, hi = self.offsets[i], self.offsets[i + 1]
+            j = i - first
+            feeds[split_inst.mask_inputs[j]] = rows(masks[:, lo:hi])
+            if split_inst.fill_inputs:
+                mean = unit_mean if unit_mean is not None else np.zeros(self.units, np.float32)
+                feeds[split_inst.fill_inputs[j]] = rows(((1.0 - masks) * mean)[:, lo:hi])
+            if split_inst.noise_inputs:
+                sd = noise_sd if noise_sd is not None else np.zeros_like(masks)
+                feeds[split_inst.noise_inputs[j]] = rows(sd[:, lo:hi])
+        return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+
+    def runner(self, sess: Any, tiled: dict[str, np.ndarray],
+               rows: int) -> Callable[[int, dict[str, np.ndarray]], np.ndarray]:
+        """``run(g, controls)``: the suffix on the first ``g · rows`` rows of the tiled cut.
+
+        With IO binding the cut goes to the session's device once per chunk (and group size),
+        not once per configuration; the control rows are bound from host memory at each run.
+        """
+        output = self.variants.output
+        if not self.io_binding:
+            def run(g: int, controls: dict[str, np.ndarray]) -> np.ndarray:
+                feeds = {name: v[: g * rows] for name, v in tiled.items()}
+                return np.asarray(sess.run([output], {**feeds, **controls})[0])
+
+            return run
+        from sdaudit.ort import _ort
+
+        ort = _ort()
+        bound: dict[int, tuple[Any, list[Any]]] = {}
+
+        def run_bound(g: int, controls: dict[str, np.ndarray]) -> np.ndarray:
+            if g not in bound:
+                binding = sess.io_binding()
+                values = []
+                for name, v in tiled.items():
+                    value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v[: g * rows]),
+                                                             self.device_type, 0)
+                    binding.bind_ortvalue_input(name, value)
+                    values.append(value)  # the binding does not own them: keep them alive
+                binding.bind_output(output, "cpu")
+                bound[g] = (binding, values)
+            binding = bound[g][0]
+            for name, arr in controls.items():
+                binding.bind_cpu_input(name, arr)
+            sess.run_with_iobinding(binding)
+            return np.asarray(binding.copy_outputs_to_cpu()[0])
+
+        return run_bound
+
+    def check_fp16(self, cut: dict[str, np.ndarray], n: int, reference: np.ndarray) -> None:
+        """Run the unablated model through the fp16 suffix on this chunk; keep fp16 only if it
+        changes at most FP16_TOLERANCE of the fp32 predictions ``reference``."""
+        rows = self.variants.fixed_batch or n
+        ones = np.ones((1, self.units), dtype=np.float32)
+        out = self.sessions.sweep.run([self.variants.output], {
+            **cut, **self.controls(self.variants.sweep, ones, rows)})[0][:n]
+        changed = float(np.mean(np.argmax(out, axis=1) != reference)) if n else 0.0
+        self.fp16_changed = changed
+        if changed > FP16_TOLERANCE:
+            self.notes.append(
+                f"--precision fp16 changed {100 * changed:.1f} % of the unablated model's "
+                f"predictions on the first chunk (limit {100 * FP16_TOLERANCE:.1f} %); the sweep "
+                "ran in fp32")
+            self.sessions.set_precision("fp32")
+
+    def draw_eps(self, rows: int) -> dict[str, np.ndarray]:
+        """One standard-normal draw per noise layer, ``rows`` samples (the noise generator)."""
+        noise, eps = self.variants.noise, self.sessions.eps
+        if noise is None or eps is None:  # pragma: no cover - invariant
+            return {}
+        names = list(noise.eps_inputs)
+        feeds = {name + "_shape": np.array([rows, *layer.shape[1:]], dtype=np.int64)
+                 for layer, name in zip(self.layers, names, strict=True)}
+        return dict(zip(names, eps.run(names, feeds), strict=True))
+
+    def jobs(self, masks: np.ndarray, noise_sd: np.ndarray, noise_draw: np.ndarray | None,
+             skip: np.ndarray, cut: dict[str, np.ndarray], unperturbed: dict[str, np.ndarray],
+             mask_counts: SweepCounts, noise_counts: SweepCounts | None) -> list[Job]:
+        """The jobs of one chunk: mask rows 1… not in ``skip`` by suffix level, then the noise
+        rows (one job per draw where the draw is an input)."""
+        jobs: list[Job] = []
+        for level, assigned in assign_levels(self.variants.levels, self.offsets, masks):
+            idx = assigned[~np.isin(assigned, skip)]
+            if len(idx) == 0:
+                continue
+            level_cut = cut if level.first == 0 else {
+                name: unperturbed[name] for name in level.split.cut}
+            jobs.append(Job(self.sessions.level(level), level.inst, masks[idx], None,
+                            mask_counts, idx, False, level.first, level_cut))
+        noise = self.variants.noise
+        if noise_counts is not None and noise is not None:
+            ones = np.ones_like(noise_sd)
+            if self.sessions.eps is None:
+                jobs.append(Job(self.sessions.noise, noise, ones, noise_sd, noise_counts,
+                                np.arange(len(noise_sd)), False, 0, cut))
+            else:
+                draws = (np.arange(len(noise_sd)) if noise_draw is None
+                         else np.asarray(noise_draw))
+                _, first_seen = np.unique(draws, return_index=True)
+                for d in draws[np.sort(first_seen)]:
+                    idx = np.flatnonzero(draws == d)
+                    jobs.append(Job(self.sessions.noise, noise, ones[idx], noise_sd[idx],
+                                    noise_counts, idx, True, 0, cut))
+        return jobs
+
+    def run(self, job: Job, n: int, y: np.ndarray, base: tuple[np.ndarray, np.ndarray],
+            base_p: np.ndarray, unit_mean: np.ndarray | None, probabilities: bool,
+            step: Callable[[int], None]) -> None:
+        """Run ``job`` on a chunk of ``n`` samples (labels ``y``), adding to its counts;
+        ``step(rows)`` after each run."""
+        base_pred, base_logp = base
+        fixed = self.variants.fixed_batch
+        rows = fixed or n
+        m = len(job.masks)
+        job_cut = {**job.cut, **self.draw_eps(rows)} if job.draws_eps else job.cut
+        g_max = 1 if fixed else group_size(job_cut, n, m)
+        if self.group_cap is not None:
+            g_max = min(g_max, self.group_cap)
+        tiled = {name: (v if g_max == 1 else np.concatenate([v] * g_max))
+                 for name, v in job_cut.items()}
+        run_suffix = self.runner(job.session, tiled, rows)
+        start = 0
+        while start < m:
+            stop = min(start + g_max, m)
+            g = stop - start
+            try:
+                out = run_suffix(g, self.controls(
+                    job.inst, job.masks[start:stop], rows,
+                    None if job.noise_sd is None else job.noise_sd[start:stop], unit_mean,
+                    job.first))
+            except Exception as exc:
+                if not out_of_memory(exc):
+                    raise
+                if g_max == 1:
+                    raise ModelError(
+                        "out of memory running one configuration on a chunk of "
+                        f"{rows} samples", "lower --chunk-size") from None
+                g_max = max(1, g_max // 2)
+                self.group_cap = g_max  # later chunks and jobs start there
+                run_suffix = self.runner(job.session, tiled, rows)  # frees bound copies
+                self.notes.append(f"ran out of memory with {g} configurations per run; "
+                                  f"went on with {g_max}")
+                continue
+            if fixed:
+                out = out[:n]
+            logp = log_probs(out, probabilities).reshape(g, n, -1)
+            pred = np.argmax(out, axis=1).reshape(g, n)
+            accumulate(job.counts, job.rows[start:stop], logp, pred, y, base_pred, base_logp,
+                       base_p)
+            step(g * n)
+            start = stop

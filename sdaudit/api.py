@@ -44,6 +44,37 @@ def input_layout(loaded: Any, channels_last: bool | None = None) -> InputLayout:
     return InputLayout(spec.name, shape, dtype, channels_last)
 
 
+def _load_with_data_shape(model_path: str | Path, input_shape: Any, data_path: str | Path | None,
+                          opts: DataOptions) -> Any:
+    """The model, its open input dimensions (but the batch) taken from the data where the
+    data fixes them (an .npz's samples, an image folder's crop or first image) and no
+    ``--input-shape`` gives them."""
+    from sdaudit.model.load import load_model
+
+    if input_shape is not None:
+        return load_model(model_path, input_shape)
+    loaded = load_model(model_path, None, require_static=False)
+    open_dims = [s for s in loaded.inputs
+                 if s.shape is None or any(not isinstance(d, int) or d <= 0 for d in s.shape[1:])]
+    if len(loaded.inputs) != 1 or not open_dims or loaded.inputs[0].shape is None:
+        return load_model(model_path, None)  # its own error where a dimension stays open
+    from sdaudit.data.peek import fill_open_dims, sample_shape
+
+    spec = loaded.inputs[0]
+    shape = spec.shape or ()
+    rank3 = len(shape) == 4
+    channels_last = bool(opts.channels_last) if opts.channels_last is not None else (
+        rank3 and shape[-1] in (1, 3) and shape[1] not in (1, 3))
+    c = shape[-1 if channels_last else 1] if rank3 else None
+    crop = opts.preprocess.crop if opts.preprocess else (
+        opts.overrides.get("crop") or (224 if opts.preset == "imagenet" else None))
+    found = sample_shape(None if opts.loader_script else data_path,
+                         c if isinstance(c, int) and c > 0 else None, channels_last, crop)
+    if found is None:
+        return load_model(model_path, None)
+    return load_model(model_path, fill_open_dims(shape, found, spec.name))
+
+
 def audit(model_path: str | Path, data_path: str | Path | None, config: AuditConfig | None = None, *,
           input_shape: Any = None, data_options: DataOptions | None = None,
           selectivity_data: str | Path | None = None, output: str | None = None,
@@ -58,7 +89,6 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     from sdaudit.data import open_dataset
     from sdaudit.data.classes import names_from_metadata
     from sdaudit.model.layers import discover_layers, select_layers
-    from sdaudit.model.load import load_model
     from sdaudit.ort import usable_cores
     from sdaudit.report.build import figures
     from sdaudit.report.gate import baseline_auc, gate
@@ -72,12 +102,15 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     # -- load, select, open the data ----------------------------------------------------------
-    loaded = load_model(model_path, input_shape)
-    layers = select_layers(discover_layers(loaded.proto), config.layers)
     opts = data_options or DataOptions()
+    loaded = _load_with_data_shape(model_path, input_shape, data_path, opts)
+    from sdaudit.model.outputs import for_output
+
+    loaded, choice = for_output(loaded, output)
+    output = choice.name
+    layers = select_layers(discover_layers(loaded.proto), config.layers)
     layout = input_layout(loaded, opts.channels_last)
-    out_spec = loaded.outputs[0] if output is None else next(
-        (o for o in loaded.outputs if o.name == output), loaded.outputs[0])
+    out_spec = next(o for o in loaded.outputs if o.name == output)
     num_classes = (out_spec.shape[1] if out_spec.shape and len(out_spec.shape) == 2
                    and isinstance(out_spec.shape[1], int) else None)
     workers = config.threads or usable_cores()
@@ -125,6 +158,7 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
         model={"path": str(model_path), "sha256": loaded.sha256, "converted_onnx": loaded.converted,
                "inputs": [s.to_dict() for s in loaded.inputs],
                "outputs": [s.to_dict() for s in loaded.outputs], "output_used": engine.output,
+               "output_choice": choice.reason,
                "output_kind": "probabilities" if engine.probabilities else "logits",
                "opset": loaded.opset, "ir_version": int(loaded.proto.ir_version)},
         data={**data.describe(), "samples": counts.n, "classes": meas.classes,

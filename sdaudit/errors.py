@@ -66,3 +66,16 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (its type where it has none), for one-line errors."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def ort_message(exc: BaseException, limit: int = 1000) -> str:
+    """ONNX Runtime's message whole, on one line: without its colour codes and its
+    ``[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :`` prefix (the part a user can act on)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc))
+    text = re.sub(r"^\s*\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*", "", text)
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

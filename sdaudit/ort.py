@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sdaudit.errors import BadFlagError, ModelError, first_line
+from sdaudit.errors import BadFlagError, ModelError, ort_message
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -144,7 +144,7 @@ def make_session(
         session = ort_mod.InferenceSession(model_bytes, sess_options=options, providers=providers)
     except Exception as exc:
         text = str(exc).strip()
-        first = first_line(exc, 300)
+        first = ort_message(exc)
         hint = "check that the model runs in onnxruntime"
         if "NOT_IMPLEMENTED" in text or "not implemented" in text.lower():
             hint = "this onnxruntime cannot run one of the model's ops; re-export with another opset"

@@ -37,12 +37,17 @@ def layers(
             err_console().print(
                 f"[yellow]warning: this model is instrumented already (input {controls[0]!r}); "
                 "its layers include the added tensors: list the original model instead[/]")
-        found = select_layers(discover_layers(loaded.proto), select)
+        from sdaudit.model.outputs import for_output
+
+        # The layers that reach the output a scan audits (labels, ZipMap and other heads cut).
+        audited, choice = for_output(loaded, None)
+        found = select_layers(discover_layers(audited.proto), select)
         if as_json:
             payload = {
                 "model": str(model),
                 "inputs": [s.to_dict() for s in loaded.inputs],
                 "outputs": [s.to_dict() for s in loaded.outputs],
+                "output_used": choice.name, "output_choice": choice.reason,
                 "layers": [layer.to_dict() for layer in found],
             }
             write_stdout(json.dumps(payload, indent=2) + "\n")
@@ -67,6 +72,8 @@ def layers(
                           str(layer.channel_axis), str(layer.channels), str(layer.depth))
         console = out_console()
         show(console, table)
+        console.print(f"audited output: {choice.name} ({choice.reason})", markup=False,
+                      soft_wrap=True)
         default = ("the default selection (the paper's: every hidden activation of an MLP, "
                    "the last three conv activation layers of a conv net)")
         if select == "all":

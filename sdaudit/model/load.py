@@ -231,6 +231,10 @@ def load_model(
     except OSError as exc:
         raise ModelError(f"cannot read the model's external data: {exc}") from None
     default_opset(model)
+    from sdaudit.model.order import is_sorted, sort_nodes
+
+    if not is_sorted(model.graph):  # a converter appended nodes late: sorted in memory only
+        sort_nodes(model.graph)
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.2"  # MAJOR.MINOR: a minor version only adds fields
+SCHEMA_VERSION = "1.3"  # MAJOR.MINOR: a minor version only adds fields
 
 
 @dataclass(frozen=True)

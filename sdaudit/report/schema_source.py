@@ -72,6 +72,7 @@ SCHEMA: dict[str, Any] = {
             "inputs": {"type": "array", "items": tensor, "minItems": 1},
             "outputs": {"type": "array", "items": tensor, "minItems": 1},
             "output_used": {"type": "string"}, "output_kind": {"enum": ["logits", "probabilities"]},
+            "output_choice": {"type": "string", "description": "Why output_used was audited: --output, or the rule that chose it (since 1.3)."},
             "opset": {"type": "integer"}, "ir_version": {"type": "integer"}}},
         "data": {"type": "object", "required": ["path", "kind", "samples", "classes", "class_names",
                  "skipped", "labels"], "properties": {

@@ -140,15 +140,25 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     table = configs.ConfigTable(layers)
     if config.wants("ablation"):
         table.add_random(config, np.random.SeedSequence(config.seed).spawn(3))
-    plan = configs.plan(config, table, data.num_samples, separate)
+    imp = None
+    if config.wants("importance"):
+        from sdaudit.runtime.importance import ImportancePlan
+
+        imp = ImportancePlan.make(loaded.proto, layers, engine, closed_form=config.closed_form,
+                                  zero_ablation=config.ablation_value == "zero",
+                                  samples=config.importance_samples,
+                                  population=data.num_samples, seed=config.seed)
+    plan = configs.plan(config, table, data.num_samples, separate,
+                        None if imp is None else len(imp.masked_units()))
     hooks.plan(plan)
     fused = configs.single_pass(config, separate)
-    if config.wants("importance") and fused:
-        table.add_importance()
+    if imp is not None and fused and not imp.sampled:
+        table.add_importance(imp.masked_units())
     # -- execute, build, gate -----------------------------------------------------------------
     meas = execute(engine, table, config, data, sel_data, separate_selectivity=separate,
                    fused=fused, progress=hooks.progress,
-                   calibrated=calibrator(plan, data.num_samples, hooks.estimate))
+                   calibrated=calibrator(plan, data.num_samples, hooks.estimate),
+                   importance=imp)
     figs = figures(table, meas, config)
     counts = meas.counts
     class_names = list(data.class_names) if data.class_names else None

@@ -58,6 +58,10 @@ class AuditConfig:
     precision: str = "fp32"  # "fp16": the sweep suffix in half precision (checked, see engine)
     io_binding: bool | None = None  # None: on where the sweep runs on CUDA
     prune: bool | None = None  # pruned suffixes: None where they pay, True always, False never
+    # single-unit importance: masked units on a seeded stratified sample of this many (0: all);
+    # layers with a linear head (pooling → dense) in closed form on all the data
+    importance_samples: int = 1000
+    closed_form: bool = True
     risk: RiskThresholds = field(default_factory=RiskThresholds)
     gate: Gate = field(default_factory=Gate)
 
@@ -108,6 +112,9 @@ class AuditConfig:
             raise BadFlagError("--fail-under and --baseline gate on the ablation AUC, which "
                                f"--measure {','.join(self.measures)} does not measure",
                                "add ablation to --measure")
+        if self.importance_samples < 0:
+            raise BadFlagError(f"--importance-samples {self.importance_samples}: a sample size "
+                               "cannot be negative", "give a number of images, or 0 for all")
         if self.threads is not None and self.threads < 1:
             raise BadFlagError(f"--threads {self.threads}: at least one thread is needed",
                                "leave it out to use every usable core")

@@ -212,3 +212,18 @@ def external_outside(folder: Path) -> Path:
                 entry.value = "../conv.onnx.data"
     onnx.save_model(model, str(inner / "evil.onnx"))
     return inner / "evil.onnx"
+
+
+def conv_softmax(opset: int = 17, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """:func:`conv` with a softmax head (the model outputs probabilities)::
+
+        x ─Conv─► y ─Relu─► r ─GlobalAveragePool─► g ─Flatten─► f ─Gemm(W,b)─► z ─Softmax─► probs
+    """
+    model, weights = conv(opset, seed)
+    graph = gs.import_onnx(model)
+    logits = graph.outputs[0]
+    logits.name = "z"
+    probs = gs.Variable("probs", dtype=np.float32, shape=["N", 4])
+    graph.nodes.append(gs.Node("Softmax", inputs=[logits], outputs=[probs], attrs={"axis": 1}))
+    graph.outputs = [probs]
+    return _export(graph, opset), weights

@@ -135,9 +135,12 @@ class ConfigTable:
         self.add("ordered:low_to_high", ordered_masks(order_desc[::-1].copy(), u, fractions),
                  counts)
 
-    def add_importance(self) -> None:
-        """Single-unit ablation: one row per unit."""
-        self.add("importance", 1.0 - np.eye(self.units, dtype=np.float32))
+    def add_importance(self, units: np.ndarray | None = None) -> None:
+        """Single-unit ablation: one row per unit of ``units`` (default: every unit), in order."""
+        units = np.arange(self.units) if units is None else units
+        rows = np.ones((len(units), self.units), dtype=np.float32)
+        rows[np.arange(len(units)), units] = 0.0
+        self.add("importance", rows)
 
 
 def noise_rows(elem_sd: np.ndarray, config: AuditConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -151,12 +154,14 @@ def noise_rows(elem_sd: np.ndarray, config: AuditConfig) -> tuple[np.ndarray, np
 
 
 def plan(config: AuditConfig, table: ConfigTable, samples: int,
-         separate_selectivity: bool) -> Plan:
-    """The work announced before the first pass (``table`` holds the random blocks so far)."""
+         separate_selectivity: bool, importance_units: int | None = None) -> Plan:
+    """The work announced before the first pass (``table`` holds the random blocks so far;
+    ``importance_units``: the units whose importance runs masked, default all)."""
     fused = single_pass(config, separate_selectivity)
     u = table.units
     n_ordered = 2 * len(config.fractions) if config.wants("ordered") else 0
-    n_importance = u if config.wants("importance") else 0
+    n_importance = (u if importance_units is None else importance_units) \
+        if config.wants("importance") else 0
     n_noise = len(config.noise_levels) * config.draws if config.wants("noise") else 0
     separate_hist = config.wants("selectivity") and separate_selectivity
     extra = 1 if separate_selectivity else 0

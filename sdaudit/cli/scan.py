@@ -168,6 +168,14 @@ def scan(
         "every one that ablates at least 5 % of its units and can be, --no-prune for none "
         "[default: where the saving should outweigh building the graphs, kept after the first "
         "chunk only if faster].", show_default=False),
+    importance_samples: int = typer.Option(
+        1000, help="Single-unit importance of units without a closed form runs on a seeded "
+        "sample of this many images, stratified by class (0: all); each unit's standard error "
+        "is reported."),
+    closed_form: bool = typer.Option(
+        True, "--closed-form/--no-closed-form", help="Importance of layers followed only by "
+        "global pooling and a dense head computed exactly from the pooled activations and the "
+        "weights (no run per unit); --no-closed-form runs every unit masked."),
     input_shape: InputShapeOpt = None,
     preset: str = typer.Option("none", help="Image preprocessing preset: none (/255, resize to the "
                                "input) or imagenet (short side 256, centre crop 224, ImageNet "
@@ -256,6 +264,7 @@ def scan(
                 ablation_value=ablation_value.value, per_layer=per_layer, mi_bins=mi_bins,
                 chunk_size=chunk_size, device=device.value, threads=threads,
                 precision=precision.value, io_binding=io_binding, prune=prune,
+                importance_samples=importance_samples, closed_form=closed_form,
                 risk=RiskThresholds(risk[0], risk[1]),
                 gate=Gate(fail_under, None if baseline is None else str(baseline), max_drop),
             )

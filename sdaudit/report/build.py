@@ -135,10 +135,11 @@ def figures(table: ConfigTable, meas: Measurements, config: AuditConfig) -> Figu
                              auc_x=np.log10(np.asarray(levels)))
 
     importance_acc = importance_loss = None
-    if "importance" in table:
-        a, b = table.blocks["importance"]
-        importance_acc = base_acc - counts.correct[a:b] / n
-        importance_loss = counts.loss[a:b] / n - float(counts.loss[0] / n)
+    imp_est = None
+    imp_info: dict[str, Any] = {}
+    if meas.importance is not None:
+        imp_est, imp_info = meas.importance
+        importance_acc, importance_loss = imp_est.accuracy_drop, imp_est.loss_rise
 
     layer_reports = []
     correlations: list[dict[str, Any]] = []
@@ -169,6 +170,14 @@ def figures(table: ConfigTable, meas: Measurements, config: AuditConfig) -> Figu
                 importance=None if importance_acc is None else tuple(importance_acc[sl].tolist()),
                 importance_loss=None if importance_loss is None else
                 tuple(importance_loss[sl].tolist()),
+                importance_se=None if imp_est is None else
+                tuple(imp_est.accuracy_drop_se[sl].tolist()),
+                importance_loss_se=None if imp_est is None else
+                tuple(imp_est.loss_rise_se[sl].tolist()),
+                importance_loss_ci_low=None if imp_est is None else
+                tuple(imp_est.loss_rise_ci_low[sl].tolist()),
+                importance_loss_ci_high=None if imp_est is None else
+                tuple(imp_est.loss_rise_ci_high[sl].tolist()),
             ),
         ))
     importance: dict[str, Any] | None = None
@@ -178,7 +187,7 @@ def figures(table: ConfigTable, meas: Measurements, config: AuditConfig) -> Figu
         # so accuracy drops are mostly 0 and their rank correlation is undefined.
         importance = {"metric": "loss rise when the unit alone is ablated (importance_loss); "
                       "the accuracy drop is in importance",
-                      "per_layer": correlations, "spearman_all": _finite(rho_all)}
+                      "per_layer": correlations, "spearman_all": _finite(rho_all), **imp_info}
 
     auc = joint.auc if joint is not None else None
     risk = config.risk.grade(auc) if auc is not None and math.isfinite(auc) else None

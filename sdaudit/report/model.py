@@ -55,6 +55,11 @@ class UnitArrays:
     mutual_information: tuple[float, ...] | None
     importance: tuple[float, ...] | None  # accuracy drop when this unit alone is ablated
     importance_loss: tuple[float, ...] | None  # loss rise when this unit alone is ablated
+    # standard errors of both, and the 95 % interval of the loss rise (0 wide on all the data)
+    importance_se: tuple[float, ...] | None = None
+    importance_loss_se: tuple[float, ...] | None = None
+    importance_loss_ci_low: tuple[float, ...] | None = None
+    importance_loss_ci_high: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)

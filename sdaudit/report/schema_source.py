@@ -28,7 +28,10 @@ units = {"type": "object", "required": ["mean", "sd", "noise_sd", "selectivity",
          "mutual_information", "importance", "importance_loss"], "properties": {
     "mean": numarr, "sd": numarr, "noise_sd": numarr, "selectivity": opt_numarr,
     "preferred_class": {"type": ["array", "null"], "items": {"type": "integer"}},
-    "mutual_information": opt_numarr, "importance": opt_numarr, "importance_loss": opt_numarr},
+    "mutual_information": opt_numarr, "importance": opt_numarr, "importance_loss": opt_numarr,
+    # 1.3: the uncertainty of importance measured on a sample of the data
+    "importance_se": opt_numarr, "importance_loss_se": opt_numarr,
+    "importance_loss_ci_low": opt_numarr, "importance_loss_ci_high": opt_numarr},
     "additionalProperties": False}
 layer = {"type": "object", "required": ["name", "op_type", "kind", "shape", "channel_axis", "channels",
          "depth", "dead_units", "selectivity_mean", "selectivity_median", "selectivity_max",
@@ -108,7 +111,12 @@ SCHEMA: dict[str, Any] = {
                        "properties": {"metric": {"type": "string"}, "spearman_all": num,
                                       "per_layer": {"type": "array", "items": {"type": "object",
                                         "required": ["layer", "spearman"],
-                                        "properties": {"layer": {"type": "string"}, "spearman": num}}}}},
+                                        "properties": {"layer": {"type": "string"}, "spearman": num}}},
+                                      # 1.3: how each layer's importance was measured, on how many samples
+                                      "method": {"type": "object", "additionalProperties": {"type": "string"}},
+                                      "samples": {"type": "integer", "minimum": 1},
+                                      "population": {"type": "integer", "minimum": 1},
+                                      "sample": {"type": "string"}, "interval": {"type": "string"}}},
         "summary": {"type": "object", "required": ["ablation_auc", "ablation_auc_ci", "noise_auc", "risk",
                     "risk_thresholds", "per_layer_auc", "notes"], "properties": {
             "ablation_auc": num, "ablation_auc_ci": {"type": ["array", "null"], "items": num},

@@ -84,22 +84,29 @@ class SweepCounts:
     kl: np.ndarray  # [M] KL(unperturbed output ‖ perturbed output), summed over samples (nats)
     class_correct: np.ndarray  # [M, K]
     class_counts: np.ndarray  # [K]
+    # [M] Σ over samples of (perturbed − unperturbed)² of the loss and of correctness: the
+    # spread of per-sample changes (standard errors of importance on a sample of the data)
+    dloss_sq: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dcorrect_sq: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def zeros(cls, configs: int, classes: int) -> SweepCounts:
         return cls(0, np.zeros(configs), np.zeros(configs), np.zeros(configs), np.zeros(configs),
-                   np.zeros((configs, classes)), np.zeros(classes))
+                   np.zeros((configs, classes)), np.zeros(classes), np.zeros(configs),
+                   np.zeros(configs))
 
     def merge(self, other: SweepCounts) -> SweepCounts:
         return SweepCounts(self.n + other.n, self.correct + other.correct, self.loss + other.loss,
                            self.agree + other.agree, self.kl + other.kl,
                            self.class_correct + other.class_correct,
-                           self.class_counts + other.class_counts)
+                           self.class_counts + other.class_counts,
+                           self.dloss_sq + other.dloss_sq, self.dcorrect_sq + other.dcorrect_sq)
 
     def take(self, rows: np.ndarray) -> SweepCounts:
         """The counts of configurations ``rows`` (repeats allowed)."""
         return SweepCounts(self.n, self.correct[rows], self.loss[rows], self.agree[rows],
-                           self.kl[rows], self.class_correct[rows], self.class_counts)
+                           self.kl[rows], self.class_correct[rows], self.class_counts,
+                           self.dloss_sq[rows], self.dcorrect_sq[rows])
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()}
@@ -170,7 +177,10 @@ def accumulate(counts: SweepCounts, rows: np.ndarray, logp: np.ndarray, pred: np
     n = len(y)
     hit = pred == y[None, :]
     counts.correct[rows] += hit.sum(axis=1)
-    counts.loss[rows] += np.nansum(-logp[:, np.arange(n), y], axis=1)
+    loss = -logp[:, np.arange(n), y]
+    counts.loss[rows] += np.nansum(loss, axis=1)
+    counts.dloss_sq[rows] += np.nansum((loss + base_logp[np.arange(n), y][None]) ** 2, axis=1)
+    counts.dcorrect_sq[rows] += (hit != (base_pred == y)[None]).sum(axis=1)
     counts.agree[rows] += (pred == base_pred[None, :]).sum(axis=1)
     if base_p is None:
         base_p = np.exp(base_logp)

@@ -31,6 +31,9 @@ from sdaudit.runtime.counts import (
 )
 from sdaudit.runtime.suffix import Progress, out_of_memory
 
+# observe(out, means, y, logp) on every chunk of a statistics pass
+Observer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+
 if TYPE_CHECKING:
     from sdaudit.data.base import Dataset
     from sdaudit.model.layers import LayerInfo
@@ -182,12 +185,16 @@ class Engine:
     def run_pass(self, data: Dataset, *, stats: bool = False, hist: HistSpec | None = None,
                  configs: Configs | None = None, unit_mean: np.ndarray | None = None,
                  progress: Progress | None = None, phase: str = "pass",
-                 calibrated: Callable[[dict[str, float]], None] | None = None) -> PassResult:
+                 calibrated: Callable[[dict[str, float]], None] | None = None,
+                 observe: Observer | None = None) -> PassResult:
         """One pass over the data, doing per chunk everything that was asked for.
 
         ``stats``/``hist``: run the unperturbed model with its statistics outputs (unit
         statistics; the joint histogram of binned unit means and class). ``configs``: run every
         configuration (suffix only, stacked). The prefix runs once per chunk for all of it.
+        ``observe(out, means, y, logp)``: called on every chunk of a statistics pass with the
+        unperturbed output, the units' spatial means [n, U], the labels (or predictions) and
+        the log-probabilities (closed-form importance reads them).
         """
         from sdaudit.rewrite.instrument import neutral_controls
 
@@ -245,6 +252,8 @@ class Engine:
                         sqmeans = np.concatenate(
                             [o.astype(np.float64) for o in outs[1 + len(self.layers):]], axis=1)
                         result.stats.add(out, pred, logp, y, means, sqmeans)
+                    if observe is not None:
+                        observe(out, means, y, logp)
                     if hist is not None:
                         k = int(self.num_classes or out.shape[1])
                         if result.hist is None:

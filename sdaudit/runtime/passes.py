@@ -19,10 +19,12 @@ from sdaudit.errors import DataError, InternalError
 
 if TYPE_CHECKING:
     from sdaudit.analysis.configs import ConfigTable, Plan
+    from sdaudit.analysis.importance import ImportanceEstimate
     from sdaudit.config import AuditConfig
     from sdaudit.data.base import Dataset
     from sdaudit.runtime.counts import SweepCounts, UnitStats
     from sdaudit.runtime.engine import Engine
+    from sdaudit.runtime.importance import ImportancePlan
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Measurements:
     mutual_information: np.ndarray | None  # [U] bits
     classes: int  # the model's output classes
     notes: tuple[str, ...]
+    # per-unit importance over every unit and how it was measured (None: not asked)
+    importance: tuple[ImportanceEstimate, dict[str, Any]] | None = None
 
 
 def calibrator(plan: Plan, samples: int,
@@ -56,7 +60,8 @@ def calibrator(plan: Plan, samples: int,
 
 def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Dataset,
             sel_data: Dataset, *, separate_selectivity: bool, fused: bool,
-            progress: Any, calibrated: Callable[[dict[str, float]], None]) -> Measurements:
+            progress: Any, calibrated: Callable[[dict[str, float]], None],
+            importance: ImportancePlan | None = None) -> Measurements:
     """Run the passes of an audit; ordered, importance and noise configurations join ``table``
     once the unablated statistics are known.
 
@@ -70,11 +75,18 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
     need_selectivity = config.wants("selectivity") or config.wants("ordered") or \
         config.wants("importance")
     separate_hist = config.wants("selectivity") and separate_selectivity
+    imp = importance
+    # masked single-unit runs: every unit but those done in closed form (on the sample, in
+    # their own pass, when there is one)
+    imp_units = imp.masked_units() if imp is not None else np.zeros(0, np.int64)
+    observe = imp.observe if imp is not None and imp.heads else None
     if fused:
         first = engine.run_pass(data, stats=True, configs=Configs(table.masks),
-                                progress=progress, phase="sweeps", calibrated=calibrated)
+                                progress=progress, phase="sweeps", calibrated=calibrated,
+                                observe=observe)
     else:
-        first = engine.run_pass(data, stats=True, progress=progress, phase="unablated pass")
+        first = engine.run_pass(data, stats=True, progress=progress, phase="unablated pass",
+                                observe=observe)
     base = first.stats
     if base is None:  # pragma: no cover - run_pass raises on empty data
         raise InternalError("the unablated pass produced no statistics")
@@ -120,8 +132,8 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
     else:
         if config.wants("ordered") and si is not None:
             table.add_ordered(si, config.fractions)
-        if config.wants("importance"):
-            table.add_importance()
+        if imp is not None and not imp.sampled:
+            table.add_importance(imp_units)
         noise_sd = np.zeros((0, table.units), dtype=np.float32)
         noise_draw = np.tile(np.arange(config.draws), 0)
         if want_noise:
@@ -141,5 +153,40 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
             mi = mutual_information(hist)
     if counts is None:  # pragma: no cover - the sweep always runs the unperturbed row
         raise InternalError("the sweep produced no counts")
+    found = None
+    if imp is not None:
+        found = _importance(engine, imp, table, counts, imp_units, data, base, progress)
+        notes.extend(imp.notes)
     notes.extend(engine.notes)
-    return Measurements(base, counts, noise_counts, si, pref, mi, k, tuple(notes))
+    return Measurements(base, counts, noise_counts, si, pref, mi, k, tuple(notes), found)
+
+
+def _importance(engine: Engine, imp: ImportancePlan, table: ConfigTable, counts: SweepCounts,
+                imp_units: np.ndarray, data: Dataset, base: UnitStats,
+                progress: Any) -> tuple[ImportanceEstimate, dict[str, Any]]:
+    """The masked units still to run (all of them on the sample, where there is one; those of
+    a head that failed its check), then every unit's estimate."""
+    from sdaudit.runtime.counts import Configs
+
+    u = table.units
+    todo = imp.masked_units() if imp.sampled else np.setdiff1d(imp.masked_units(), imp_units)
+    imp_counts = None
+    if "importance" in table:
+        a, b = table.blocks["importance"]
+        imp_counts = counts.take(np.concatenate([[0], np.arange(a, b)]))
+    if len(todo):
+        extra = engine.run_pass(imp.sample_data(data), configs=Configs(np.concatenate(
+            [np.ones((1, u), np.float32), imp.rows(todo, u)])), progress=progress,
+            phase="importance").mask_counts
+        if extra is None:  # pragma: no cover - the sweep always runs the unperturbed row
+            raise InternalError("the importance pass produced no counts")
+        if imp_counts is None:
+            imp_counts, imp_units = extra, todo
+        else:  # no sample: both on all the data, one table
+            imp_units = np.concatenate([imp_units, todo])
+            for f in ("correct", "loss", "agree", "kl", "class_correct", "dloss_sq",
+                      "dcorrect_sq"):
+                setattr(imp_counts, f, np.concatenate([getattr(imp_counts, f),
+                                                       getattr(extra, f)[1:]]))
+    return imp.results(imp_counts, imp_units, (float(base.correct), float(base.loss),
+                                               int(base.n)), [la.name for la in table.layers])

@@ -20,6 +20,7 @@ from sdaudit.data.base import InputLayout
 from sdaudit.data.open import DataOptions
 from sdaudit.errors import DataError, SdauditError
 from sdaudit.report.model import AuditReport
+from sdaudit.runtime.estimate import Estimate
 
 
 class Hooks:
@@ -27,7 +28,7 @@ class Hooks:
 
     def plan(self, plan: Plan) -> None: ...
 
-    def estimate(self, seconds: float) -> None: ...
+    def estimate(self, estimate: Estimate) -> None: ...
 
     def progress(self, phase: str, done: int, total: int) -> None: ...
 
@@ -78,10 +79,12 @@ def _load_with_data_shape(model_path: str | Path, input_shape: Any, data_path: s
 def audit(model_path: str | Path, data_path: str | Path | None, config: AuditConfig | None = None, *,
           input_shape: Any = None, data_options: DataOptions | None = None,
           selectivity_data: str | Path | None = None, output: str | None = None,
-          hooks: Hooks | None = None) -> AuditReport:
+          hooks: Hooks | None = None, dry_run: bool = False) -> AuditReport:
     """Measure how much the model at ``model_path`` relies on single directions, on ``data_path``.
 
     Raises :class:`~sdaudit.errors.SdauditError` for anything wrong with what was given.
+    ``dry_run``: announce the plan and the estimate (``hooks``) from the first two chunks of
+    each pass only; the report returned then covers those chunks alone.
     """
     from dataclasses import replace
 
@@ -93,7 +96,8 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     from sdaudit.report.build import figures
     from sdaudit.report.gate import baseline_auc, gate
     from sdaudit.runtime.engine import Engine
-    from sdaudit.runtime.passes import calibrator, execute
+    from sdaudit.runtime.estimate import Calibrator
+    from sdaudit.runtime.passes import execute
 
     config = config or AuditConfig()
     if config.gate.baseline_report is not None:
@@ -149,16 +153,29 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
                                   samples=config.importance_samples,
                                   population=data.num_samples, seed=config.seed)
     plan = configs.plan(config, table, data.num_samples, separate,
-                        None if imp is None else len(imp.masked_units()))
+                        None if imp is None else len(imp.masked_units()),
+                        None if imp is None else imp.sample)
+    if dry_run:
+        # Calibrate on the first two chunks of every pass (the sweep's second chunk is the
+        # one timed) and scale to the whole data; nothing else is run.
+        from sdaudit.data.subsample import FirstChunks
+
+        data = FirstChunks(data, 2 * engine.chunk_size)
+        sel_data = FirstChunks(sel_data, 2 * engine.chunk_size)
+        if imp is not None:
+            imp.calibrate_only = True
     hooks.plan(plan)
     fused = configs.single_pass(config, separate)
     if imp is not None and fused and not imp.sampled:
         table.add_importance(imp.masked_units())
+    calibrator = Calibrator(plan, table, plan.samples, hooks.estimate,
+                            sample=imp.sample if imp is not None and imp.sampled else 0,
+                            importance_units=0 if imp is None else len(imp.masked_units()),
+                            started=t0)
     # -- execute, build, gate -----------------------------------------------------------------
     meas = execute(engine, table, config, data, sel_data, separate_selectivity=separate,
                    fused=fused, progress=hooks.progress,
-                   calibrated=calibrator(plan, data.num_samples, hooks.estimate),
-                   importance=imp)
+                   calibrator=calibrator, importance=imp)
     figs = figures(table, meas, config)
     counts = meas.counts
     class_names = list(data.class_names) if data.class_names else None
@@ -186,7 +203,8 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
         run={"started": started.isoformat(timespec="seconds"),
              "finished": finished.isoformat(timespec="seconds"),
              "duration_s": round(time.perf_counter() - t0, 3),
-             "forward_passes": plan.forward_passes},
+             "forward_passes": plan.forward_passes,
+             **({} if calibrator.result is None else {"estimate": calibrator.result.to_dict()})},
     )
 
 

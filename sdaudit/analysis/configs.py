@@ -8,7 +8,7 @@ unperturbed model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,6 +59,11 @@ class Plan:
     noise_configs: int
     stats_runs: int  # runs of the unperturbed model with its statistics outputs
     passes: int  # passes over the data (each runs the prefix once per chunk)
+    # configurations per measure ("ablation", "ordered", "noise", "importance": the masked
+    # units), the importance sample's size and the units done in closed form
+    by_measure: dict[str, int] = field(default_factory=dict)
+    importance_samples: int = 0
+    closed_form_units: int = 0
 
     @property
     def forward_passes(self) -> int:
@@ -154,7 +159,8 @@ def noise_rows(elem_sd: np.ndarray, config: AuditConfig) -> tuple[np.ndarray, np
 
 
 def plan(config: AuditConfig, table: ConfigTable, samples: int,
-         separate_selectivity: bool, importance_units: int | None = None) -> Plan:
+         separate_selectivity: bool, importance_units: int | None = None,
+         importance_samples: int | None = None) -> Plan:
     """The work announced before the first pass (``table`` holds the random blocks so far;
     ``importance_units``: the units whose importance runs masked, default all)."""
     fused = single_pass(config, separate_selectivity)
@@ -168,5 +174,10 @@ def plan(config: AuditConfig, table: ConfigTable, samples: int,
     passes = 1 if fused else 2 + extra + int(separate_hist)
     stats_runs = 1 if fused else 1 + extra + int(config.wants("selectivity"))
     # row 0 is the unperturbed model: the statistics run computes it, it is no configuration
+    by_measure = {"ablation": len(table) - 1, "ordered": n_ordered, "noise": n_noise,
+                  "importance": n_importance}
     return Plan(samples, u, len(table.layers), len(table) - 1 + n_ordered + n_importance,
-                n_noise, stats_runs, passes)
+                n_noise, stats_runs, passes,
+                {k: v for k, v in by_measure.items() if config.wants(k)},
+                samples if importance_samples is None else importance_samples,
+                u - n_importance if config.wants("importance") else 0)

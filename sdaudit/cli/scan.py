@@ -62,29 +62,63 @@ def error_document(fmt: str, model: str) -> Callable[[int, str], None]:
     return write
 
 
+def _print_dry_run(hooks: _CliHooks, fmt: Format) -> None:
+    """--dry-run's output on stdout: the plan and the estimate (JSON with --format json)."""
+    from sdaudit.cli.common import write_stdout
+
+    if fmt is Format.json:
+        import json
+        from dataclasses import asdict
+
+        plan = asdict(hooks.last_plan) if hooks.last_plan is not None else None
+        est = hooks.last_estimate.to_dict() if hooks.last_estimate is not None else None
+        write_stdout(json.dumps({"plan": plan, "estimate": est}, indent=2) + "\n")
+    else:
+        write_stdout("".join(f"{k}: {v}\n" for k, v in hooks.lines.items()))
+
+
 class _CliHooks:
     """Plan, estimate and progress bars on stderr."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, dry_run: bool = False) -> None:
         self.quiet = quiet
+        self.dry_run = dry_run  # the plan and estimate go to stdout at the end instead
         self.console = err_console()
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
+        self.lines: dict[str, str] = {}
+        self.last_plan: Any = None
+        self.last_estimate: Any = None
+
+    def _say(self, key: str, line: str) -> None:
+        self.lines[key] = line
+        if not self.quiet and not self.dry_run:
+            self.console.print(f"[dim]{key}:[/] {line}")
 
     def plan(self, plan: Any) -> None:
-        if self.quiet:
-            return
-        self.console.print(
-            f"[dim]plan:[/] {plan.samples} samples × ({plan.mask_configs} ablation + "
-            f"{plan.noise_configs} noise configurations + {plan.stats_runs} unablated "
-            f"run{'s' if plan.stats_runs != 1 else ''}) = "
-            f"{plan.forward_passes:,} forward passes in {plan.passes} "
-            f"pass{'es' if plan.passes != 1 else ''} over the data; "
-            f"{plan.units} units in {plan.layers} layers")
+        self.last_plan = plan
+        parts = []
+        for measure, count in plan.by_measure.items():
+            if measure == "importance":
+                on = ("" if plan.importance_samples >= plan.samples else
+                      f" on a sample of {plan.importance_samples:,}")
+                closed = (f" + {plan.closed_form_units:,} units in closed form"
+                          if plan.closed_form_units else "")
+                parts.append(f"importance {count:,}{on}{closed}")
+            else:
+                parts.append(f"{measure} {count:,}")
+        self._say("plan", f"{plan.samples:,} samples; configurations: "
+                  f"{', '.join(parts) or 'none'}; {plan.stats_runs} unablated "
+                  f"run{'s' if plan.stats_runs != 1 else ''}; {plan.passes} "
+                  f"pass{'es' if plan.passes != 1 else ''} over the data; "
+                  f"{plan.units:,} units in {plan.layers} layers")
 
-    def estimate(self, seconds: float) -> None:
-        if not self.quiet:
-            self.console.print(f"[dim]estimated time:[/] {seconds:,.1f} s")
+    def estimate(self, estimate: Any) -> None:
+        self.last_estimate = estimate
+        parts = ", ".join(f"{k} {v:,.1f} s" for k, v in estimate.by_measure.items())
+        self._say("estimated time", f"{estimate.total_s:,.1f} s (start-up "
+                  f"{estimate.setup_s:,.1f} s, {parts}; calibrated on "
+                  f"{estimate.calibrated_on} samples)")
 
     def progress(self, phase: str, done: int, total: int) -> None:
         if self.quiet:
@@ -228,12 +262,15 @@ def scan(
                                         "risk grades."),
     top: int = typer.Option(10, help="Most selective units to list."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and the estimated "
+                                 "time per measure, calibrated on the first two chunks of each "
+                                 "pass, then stop: no sweep over the rest, no report written."),
 ) -> None:
     """Audit MODEL for reliance on single directions (Morcos et al., ICLR 2018).
 
     Exit codes: 0 audit done and gate passed, 1 gate failed, 2 could not run, 3 internal error.
     """
-    hooks = _CliHooks(quiet)
+    hooks = _CliHooks(quiet, dry_run)
     code = EXIT_OK
     with boundary(on_error=error_document(fmt.value, str(model))):
         try:
@@ -291,9 +328,13 @@ def scan(
             )
             report = audit(model, data, config, input_shape=parse_input_shapes(input_shape),
                            data_options=options, selectivity_data=selectivity_data,
-                           output=output, hooks=hooks)  # type: ignore[arg-type]
+                           output=output, hooks=hooks,  # type: ignore[arg-type]
+                           dry_run=dry_run)
         finally:
             hooks.close()
+        if dry_run:
+            _print_dry_run(hooks, fmt)
+            raise typer.Exit(EXIT_OK)
         from sdaudit.outputs import Outputs
         from sdaudit.report.json_io import report_to_dict, to_json
 

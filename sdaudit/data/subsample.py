@@ -65,3 +65,27 @@ class StratifiedSample:
 
     def describe(self) -> dict[str, object]:
         return self.inner.describe()
+
+
+class FirstChunks:
+    """The first ``samples`` samples of ``data`` (``--dry-run`` calibrates on them)."""
+
+    def __init__(self, data: Dataset, samples: int) -> None:
+        self.inner = data
+        self.path = data.path
+        self.kind = data.kind
+        self.num_samples = min(samples, data.num_samples)
+        self.class_names = data.class_names
+        self.labelled = data.labelled
+        self.skipped: SkipLog = data.skipped
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        left = self.num_samples
+        for x, y in self.inner.chunks(size):
+            if left <= 0:
+                return
+            yield x[:left], y[:left]
+            left -= len(y)
+
+    def describe(self) -> dict[str, object]:
+        return self.inner.describe()

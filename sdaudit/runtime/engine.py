@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -100,6 +100,7 @@ class Engine:
                                self.offsets, self.notes, ablation_value=ablation_value,
                                prune=prune)
         self._suffix_s = 0.0  # one unperturbed suffix run per sample (last chunk)
+        self._row_s: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
         self._pass_samples = 0
         self.cut = self.variants.cut
         self.probabilities: bool | None = None
@@ -185,7 +186,7 @@ class Engine:
     def run_pass(self, data: Dataset, *, stats: bool = False, hist: HistSpec | None = None,
                  configs: Configs | None = None, unit_mean: np.ndarray | None = None,
                  progress: Progress | None = None, phase: str = "pass",
-                 calibrated: Callable[[dict[str, float]], None] | None = None,
+                 calibrated: Callable[[dict[str, Any]], None] | None = None,
                  observe: Observer | None = None) -> PassResult:
         """One pass over the data, doing per chunk everything that was asked for.
 
@@ -213,7 +214,7 @@ class Engine:
                                          len(configs.masks) + len(configs.noise_sd)))
         done = 0
         chunks_seen = 0
-        pending_rate: dict[str, float] | None = None
+        pending_rate: dict[str, Any] | None = None
         for x, labels in data.chunks(self.chunk_size):
             n = len(labels)
             t0 = time.perf_counter()
@@ -278,6 +279,13 @@ class Engine:
                             "stats_s_per_sample": (t2 - t1) / max(n, 1),
                             # per sample and planned configuration (duplicates included)
                             "config_s_per_sample": (t3 - t2) / max(n * planned, 1)}
+            if configs is not None and expand is not None:
+                # per sample, each planned configuration's share (twins share their run)
+                row_s, noise_s = self._row_s
+                twins = np.bincount(expand, minlength=len(row_s))
+                pending_rate["row_s_per_sample"] = row_s[expand] / twins[expand] / max(n, 1)
+                pending_rate["noise_row_s_per_sample"] = noise_s / max(n, 1)
+                pending_rate["samples"] = n
             if chunks_seen == 2 and calibrated is not None:
                 calibrated(pending_rate)
                 pending_rate = None
@@ -339,8 +347,13 @@ class Engine:
         done_rows += n
         if self.pruning.plan is None:
             self.pruning.plan = self.pruning.make_plan(masks, self._suffix_s * self._pass_samples)
+        # each configuration's share of this chunk's time (the per-measure estimate)
+        row_s, noise_s = np.zeros(len(masks)), np.zeros(len(noise_sd))
+        t0 = time.perf_counter()
         pruned = self.pruning.run(masks, unperturbed, result.mask_counts, n, y, base,
                                   bool(self.probabilities))
+        if len(pruned):
+            row_s[pruned] += (time.perf_counter() - t0) / len(pruned)
         done_rows += n * len(pruned)
         if progress and len(pruned):
             progress(phase, done_rows, total_rows)
@@ -354,7 +367,11 @@ class Engine:
                 progress(phase, done[0], total_rows)
 
         for job in jobs:
+            t0 = time.perf_counter()
             self.suffix.run(job, n, y, base, base_p, unit_mean, bool(self.probabilities), step)
+            spent = (row_s if job.counts is result.mask_counts else noise_s)
+            spent[job.rows] += (time.perf_counter() - t0) / max(len(job.rows), 1)
+        self._row_s = (row_s, noise_s)
         for counts in {id(c): c for c in (result.mask_counts, result.noise_counts)
                        if c is not None and (c is result.mask_counts or has_noise)}.values():
             counts.n += n

@@ -39,6 +39,8 @@ class ImportancePlan:
     closed: dict[int, UnitCounts] = field(default_factory=dict)
     failed: dict[int, float] = field(default_factory=dict)  # layer → worst head mismatch
     notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # spent in observe (the closed form's cost)
+    calibrate_only: bool = False  # --dry-run: the data is its first chunks, not sampled again
 
     @classmethod
     def make(cls, model: Any, layers: list[LayerInfo], engine: Engine, *, closed_form: bool,
@@ -77,6 +79,14 @@ class ImportancePlan:
     def observe(self, out: np.ndarray, means: np.ndarray, y: np.ndarray,
                 logp: np.ndarray) -> None:
         """One chunk of the statistics run (see Engine.run_pass's ``observe``)."""
+        import time
+
+        t0 = time.perf_counter()
+        self._observe(out, means, y, logp)
+        self.seconds += time.perf_counter() - t0
+
+    def _observe(self, out: np.ndarray, means: np.ndarray, y: np.ndarray,
+                 logp: np.ndarray) -> None:
         for i, head in self.heads.items():
             if i in self.failed:
                 continue
@@ -92,7 +102,7 @@ class ImportancePlan:
                        probabilities=self.probabilities)
 
     def sample_data(self, data: Dataset) -> Dataset:
-        if not self.sampled:
+        if not self.sampled or self.calibrate_only:
             return data
         from sdaudit.data.subsample import StratifiedSample
 

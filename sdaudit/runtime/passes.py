@@ -8,8 +8,6 @@ mask and noise configuration, and the histogram of mutual information).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +16,13 @@ import numpy as np
 from sdaudit.errors import DataError, InternalError
 
 if TYPE_CHECKING:
-    from sdaudit.analysis.configs import ConfigTable, Plan
+    from sdaudit.analysis.configs import ConfigTable
     from sdaudit.analysis.importance import ImportanceEstimate
     from sdaudit.config import AuditConfig
     from sdaudit.data.base import Dataset
     from sdaudit.runtime.counts import SweepCounts, UnitStats
     from sdaudit.runtime.engine import Engine
+    from sdaudit.runtime.estimate import Calibrator
     from sdaudit.runtime.importance import ImportancePlan
 
 
@@ -43,24 +42,9 @@ class Measurements:
     importance: tuple[ImportanceEstimate, dict[str, Any]] | None = None
 
 
-def calibrator(plan: Plan, samples: int,
-               estimate: Callable[[float], None]) -> Callable[[dict[str, float]], None]:
-    """From a pass's measured rates, the estimated time of the whole audit (to ``estimate``)."""
-    def calibrated(rate: dict[str, float]) -> None:
-        def known(value: float) -> float:
-            return value if math.isfinite(value) else 0.0
-
-        estimate(samples * (plan.passes * rate["prefix_s_per_sample"]
-                            + plan.stats_runs * rate["stats_s_per_sample"]
-                            + (plan.mask_configs + plan.noise_configs)
-                            * known(rate["config_s_per_sample"])))
-
-    return calibrated
-
-
 def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Dataset,
             sel_data: Dataset, *, separate_selectivity: bool, fused: bool,
-            progress: Any, calibrated: Callable[[dict[str, float]], None],
+            progress: Any, calibrator: Calibrator,
             importance: ImportancePlan | None = None) -> Measurements:
     """Run the passes of an audit; ordered, importance and noise configurations join ``table``
     once the unablated statistics are known.
@@ -80,6 +64,10 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
     # their own pass, when there is one)
     imp_units = imp.masked_units() if imp is not None else np.zeros(0, np.int64)
     observe = imp.observe if imp is not None and imp.heads else None
+    sampled = None
+    if imp is not None and imp.sampled and len(imp_units) and fused:
+        sampled = _sample_pass(engine, imp, imp_units, data, None, progress, calibrator)
+    calibrated = calibrator.for_pass("sweeps")
     if fused:
         first = engine.run_pass(data, stats=True, configs=Configs(table.masks),
                                 progress=progress, phase="sweeps", calibrated=calibrated,
@@ -87,6 +75,8 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
     else:
         first = engine.run_pass(data, stats=True, progress=progress, phase="unablated pass",
                                 observe=observe)
+        if imp is not None and imp.heads and first.stats is not None:
+            calibrator.closed_form_s = imp.seconds / max(first.stats.n, 1)
     base = first.stats
     if base is None:  # pragma: no cover - run_pass raises on empty data
         raise InternalError("the unablated pass produced no statistics")
@@ -139,6 +129,11 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
         if want_noise:
             noise_sd, noise_draw = noise_rows(base.elem_sd, config)
         unit_mean = base.mean.astype(np.float32) if config.ablation_value == "mean" else None
+        if imp is not None and imp.sampled and len(imp_units):
+            # before the sweep, so that the estimate announced from the sweep's calibration
+            # chunk holds what the sample took
+            sampled = _sample_pass(engine, imp, imp_units, data, unit_mean, progress,
+                                   calibrator)
         # The estimate comes from the sweep pass itself: the statistics run costs something
         # else per sample than a configuration does.
         second = engine.run_pass(data, configs=Configs(table.masks, noise_sd, noise_draw),
@@ -155,34 +150,46 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
         raise InternalError("the sweep produced no counts")
     found = None
     if imp is not None:
-        found = _importance(engine, imp, table, counts, imp_units, data, base, progress)
+        found = _importance(engine, imp, table, counts, imp_units, data, base, progress,
+                            sampled, unit_mean if not fused else None)
         notes.extend(imp.notes)
     notes.extend(engine.notes)
     return Measurements(base, counts, noise_counts, si, pref, mi, k, tuple(notes), found)
 
 
-def _importance(engine: Engine, imp: ImportancePlan, table: ConfigTable, counts: SweepCounts,
-                imp_units: np.ndarray, data: Dataset, base: UnitStats,
-                progress: Any) -> tuple[ImportanceEstimate, dict[str, Any]]:
-    """The masked units still to run (all of them on the sample, where there is one; those of
-    a head that failed its check), then every unit's estimate."""
+def _sample_pass(engine: Engine, imp: ImportancePlan, units: np.ndarray, data: Dataset,
+                 unit_mean: np.ndarray | None, progress: Any,
+                 calibrator: Calibrator | None) -> SweepCounts:
+    """Single-unit ablation of ``units`` on the importance sample (row 0: unperturbed)."""
     from sdaudit.runtime.counts import Configs
 
-    u = table.units
-    todo = imp.masked_units() if imp.sampled else np.setdiff1d(imp.masked_units(), imp_units)
-    imp_counts = None
+    u = int(imp.offsets[-1])
+    counts = engine.run_pass(
+        imp.sample_data(data), configs=Configs(np.concatenate(
+            [np.ones((1, u), np.float32), imp.rows(units, u)])), unit_mean=unit_mean,
+        progress=progress, phase="importance",
+        calibrated=None if calibrator is None else calibrator.for_pass("importance")).mask_counts
+    if counts is None:  # pragma: no cover - the sweep always runs the unperturbed row
+        raise InternalError("the importance pass produced no counts")
+    return counts
+
+
+def _importance(engine: Engine, imp: ImportancePlan, table: ConfigTable, counts: SweepCounts,
+                imp_units: np.ndarray, data: Dataset, base: UnitStats, progress: Any,
+                sampled: SweepCounts | None,
+                unit_mean: np.ndarray | None) -> tuple[ImportanceEstimate, dict[str, Any]]:
+    """The masked units' counts (from the sample's pass or the sweep), those of a head that
+    failed its check run now, then every unit's estimate."""
+    todo = np.setdiff1d(imp.masked_units(), imp_units)
+    imp_counts = sampled
     if "importance" in table:
         a, b = table.blocks["importance"]
         imp_counts = counts.take(np.concatenate([[0], np.arange(a, b)]))
     if len(todo):
-        extra = engine.run_pass(imp.sample_data(data), configs=Configs(np.concatenate(
-            [np.ones((1, u), np.float32), imp.rows(todo, u)])), progress=progress,
-            phase="importance").mask_counts
-        if extra is None:  # pragma: no cover - the sweep always runs the unperturbed row
-            raise InternalError("the importance pass produced no counts")
+        extra = _sample_pass(engine, imp, todo, data, unit_mean, progress, None)
         if imp_counts is None:
             imp_counts, imp_units = extra, todo
-        else:  # no sample: both on all the data, one table
+        else:  # the same samples (the sample, or all the data): one table
             imp_units = np.concatenate([imp_units, todo])
             for f in ("correct", "loss", "agree", "kl", "class_correct", "dloss_sq",
                       "dcorrect_sq"):

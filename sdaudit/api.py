@@ -134,7 +134,7 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
                     chunk_size=config.chunk_for(
                         int(np.prod(layout.shape)) * np.dtype(layout.dtype).itemsize),
                     output=output, precision=config.precision, io_binding=config.io_binding,
-                    prune=config.prune,
+                    prune=config.prune, metric=config.metric, class_axis=config.class_axis,
                     # suffixes that start at later layers pay off where configurations leave
                     # the first layers intact: per-layer curves, single units, ordered ablation
                     levels=(config.wants("ablation") and config.per_layer)
@@ -185,10 +185,10 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
         model={"path": str(model_path), "sha256": loaded.sha256, "converted_onnx": loaded.converted,
                "inputs": [s.to_dict() for s in loaded.inputs],
                "outputs": [s.to_dict() for s in loaded.outputs], "output_used": engine.output,
-               "output_choice": choice.reason,
+               "output_choice": choice.reason, "metric": engine.metric.describe(),
                "output_kind": "probabilities" if engine.probabilities else "logits",
                "opset": loaded.opset, "ir_version": int(loaded.proto.ir_version)},
-        data={**data.describe(), "samples": counts.n, "classes": meas.classes,
+        data={**data.describe(), "samples": counts.n // engine.metric.positions, "classes": meas.classes,
               "class_names": class_names,
               "classes_present": int((counts.class_counts > 0).sum()),
               "skipped": data.skipped.count, "skipped_examples": list(data.skipped.examples),

@@ -62,6 +62,8 @@ class AuditConfig:
     # layers with a linear head (pooling → dense) in closed form on all the data
     importance_samples: int = 1000
     closed_form: bool = True
+    metric: str = "auto"  # what accuracy means for the output (sdaudit.analysis.metrics)
+    class_axis: int | None = None  # None: from the graph (Softmax axis, MatMul's last, Conv's 1)
     risk: RiskThresholds = field(default_factory=RiskThresholds)
     gate: Gate = field(default_factory=Gate)
 
@@ -85,6 +87,13 @@ class AuditConfig:
         if self.precision not in PRECISIONS:
             raise BadFlagError(f"--precision {self.precision}: unknown precision",
                                "choose fp32 or fp16")
+        from sdaudit.analysis.metrics import METRICS
+
+        if self.metric not in METRICS:
+            raise BadFlagError(f"--metric {self.metric!r}", f"choose one of {', '.join(METRICS)}")
+        if self.class_axis is not None and self.class_axis < 1:
+            raise BadFlagError(f"--class-axis {self.class_axis}: axis 0 is the batch",
+                               "give the output's class axis, 1 or more")
         if self.draws < 1:
             raise BadFlagError(f"--draws {self.draws}: at least one draw is needed", "e.g. --draws 5")
         if any(not a > 0 for a in self.noise_levels) or not self.noise_levels:

@@ -251,3 +251,145 @@ def test_ort_message_keeps_the_whole_text_without_colours():
                        "data type. Actual: (tensor(float)) ,\n expected: (tensor(float16))\x1b[m")
     assert ort_message(exc) == ("Unexpected input data type. Actual: (tensor(float)) , "
                                 "expected: (tensor(float16))")
+
+
+def _sequence_model(tmp_path, n: int = 80):
+    """A token model with an [N, T, V] output (a CTC recogniser's shape)::
+
+        x[N,6,4] ─MatMul(A)─► p ─Relu─► hid[N,6,8] ─MatMul(B)─► z ─Softmax(axis 2)─► probs[N,6,5]
+    """
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 8)).astype(np.float32)
+    b = rng.standard_normal((8, 5)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "A"], ["p"]),
+             helper.make_node("Relu", ["p"], ["hid"]),
+             helper.make_node("MatMul", ["hid", "B"], ["z"]),
+             helper.make_node("Softmax", ["z"], ["probs"], axis=2)]
+    graph = helper.make_graph(nodes, "seq", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 6, 4])], [helper.make_tensor_value_info(
+            "probs", TensorProto.FLOAT, ["N", 6, 5])],
+        [onnx.numpy_helper.from_array(a, "A"), onnx.numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = rng.standard_normal((n, 6, 4)).astype(np.float32)
+    np.savez(tmp_path / "seq.npz", x=x)
+    return models.save(model, tmp_path / "seq.onnx"), tmp_path / "seq.npz", x, a, b
+
+
+def test_sequence_output_per_position_agreement_matches_numpy(tmp_path):
+    path, data, x, a, b = _sequence_model(tmp_path)
+    config = AuditConfig(fractions=(0.0, 0.25, 0.5, 0.75), draws=3, measures=("ablation",),
+                         per_layer=False, device="cpu")
+    d = report_to_dict(audit(path, data, config))
+    jsonschema.validate(d, load_schema())
+    assert d["model"]["metric"] == {"kind": "per-position", "class_axis": 2, "positions": 6}
+    assert d["data"]["samples"] == len(x)
+    assert d["baseline"]["accuracy"] == 1.0
+    assert any("selectivity needs" in note for note in d["summary"]["notes"])
+    # numpy reference: every unit of `hid` off exactly, and each fraction's mean over draws
+    # within the range of agreements of all k-subsets.
+    hid = np.maximum(x @ a, 0)
+    ref = (hid @ b).argmax(-1)
+    full = report_to_dict(audit(path, data, AuditConfig(fractions=(0.0, 1.0), draws=1,
+                                                          measures=("ablation",),
+                                                          per_layer=False, device="cpu")))
+    # All eight units off: the logits are 0 everywhere, Softmax is uniform, argmax is class 0.
+    assert full["ablation"]["accuracy_mean"][1] == pytest.approx(float((ref == 0).mean()))
+    # One draw of k units: its agreement is that of some k-subset; the mean over the draws
+    # lies within the range numpy finds over all k-subsets.
+    import itertools
+
+    for j, frac in enumerate(config.fractions):
+        k = round(frac * 8)
+        scores = []
+        for off in itertools.combinations(range(8), k):
+            mask = np.ones(8, np.float32)
+            mask[list(off)] = 0
+            scores.append(float((((hid * mask) @ b).argmax(-1) == ref).mean()))
+        got = d["ablation"]["accuracy_mean"][j]
+        assert min(scores) - 1e-9 <= got <= max(scores) + 1e-9
+
+
+def test_metric_choice_by_shape_and_graph():
+    from sdaudit.analysis.metrics import choose_metric
+
+    assert choose_metric("auto", "o", ("N", 10), 1, None).kind == "classification"
+    assert choose_metric("auto", "o", ("N", 1), 1, None).kind == "relative"
+    assert choose_metric("auto", "o", ("N", 128), None, None).kind == "classification"
+    assert choose_metric("auto", "o", ("N", 40, 97), 2, None).kind == "per-position"
+    assert choose_metric("auto", "o", ("N", 1, 64, 64), 1, None).kind == "relative"
+    assert choose_metric("auto", "o", ("N", 22, 2100), 1, slice(4, 22)).kind == "per-position"
+    assert choose_metric("cosine", "o", ("N", 10), 1, None).kind == "cosine"
+
+
+def test_relative_change_closed_form():
+    """Scaling the output by s changes it by |1 − s| of its size: score 1 − min(1, |1 − s|),
+    cosine 1 (s > 0); the squared change (loss) is (1 − s)²."""
+    from sdaudit.analysis.metrics import RelativeChange
+    from sdaudit.runtime.counts import SweepCounts
+
+    base = np.random.default_rng(0).standard_normal((5, 3, 4))
+    for cosine in (False, True):
+        metric = RelativeChange("o", cosine=cosine)
+        metric.setup(base, np.zeros(0, np.int64))
+        ref = metric.reference(base)
+        counts = SweepCounts.zeros(3, 1)
+        scaled = np.concatenate([base * s for s in (1.0, 0.75, 2.5)])
+        metric.accumulate(counts, np.arange(3), scaled, 3, ref.pred, ref)
+        want = [1.0, 1.0, 1.0] if cosine else [1.0, 0.75, 0.0]
+        np.testing.assert_allclose(counts.correct / 5, want, atol=1e-12)
+        np.testing.assert_allclose(counts.loss / 5, [0.0, 0.0625, 2.25], atol=1e-12)
+
+
+def _detector(tmp_path):
+    """A YOLO-style head: boxes and Sigmoid class scores concatenated along axis 1::
+
+        x[N,2,4,4] ─Conv 1×1 (K1)─► c[N,3,4,4] ─Relu─► r ─Conv 1×1 (K2)─► s[N,6,4,4]
+        s ─Reshape─► [N,6,16] ─Slice 0:2 (boxes)────────────────┐
+                               └Slice 2:6 ─Sigmoid─► cls[N,4,16] ┴─Concat(axis 1)─► out[N,6,16]
+    """
+    import onnx_graphsurgeon as gs
+
+    rng = np.random.default_rng(0)
+    k1 = rng.standard_normal((3, 2, 1, 1)).astype(np.float32)
+    k2 = rng.standard_normal((6, 3, 1, 1)).astype(np.float32)
+    x = gs.Variable("x", dtype=np.float32, shape=["N", 2, 4, 4])
+    c, r, s, f, box, sc, cls = (gs.Variable(v, dtype=np.float32) for v in
+                                ("c", "r", "s", "f", "box", "sc", "cls"))
+    out = gs.Variable("out", dtype=np.float32, shape=["N", 6, 16])
+
+    def i64(name, *values):
+        return gs.Constant(name, np.array(values, np.int64))
+
+    nodes = [
+        gs.Node("Conv", inputs=[x, gs.Constant("K1", k1)], outputs=[c]),
+        gs.Node("Relu", inputs=[c], outputs=[r]),
+        gs.Node("Conv", inputs=[r, gs.Constant("K2", k2)], outputs=[s]),
+        gs.Node("Reshape", inputs=[s, i64("shape", 0, 6, 16)], outputs=[f]),
+        gs.Node("Slice", inputs=[f, i64("b0", 0), i64("b1", 2), i64("ax", 1)], outputs=[box]),
+        gs.Node("Slice", inputs=[f, i64("c0", 2), i64("c1", 6), i64("ax2", 1)], outputs=[sc]),
+        gs.Node("Sigmoid", inputs=[sc], outputs=[cls]),
+        gs.Node("Concat", inputs=[box, cls], outputs=[out], attrs={"axis": 1}),
+    ]
+    graph = gs.Graph(nodes=nodes, inputs=[x], outputs=[out], opset=17)
+    model = models._export(graph, 17)
+    xs = rng.standard_normal((40, 2, 4, 4)).astype(np.float32)
+    np.savez(tmp_path / "det.npz", x=xs)
+    return models.save(model, tmp_path / "det.onnx"), tmp_path / "det.npz", model, xs
+
+
+def test_detector_scores_per_anchor_exclude_the_boxes(tmp_path):
+    from sdaudit.model.class_axis import class_axis
+
+    path, data, model, xs = _detector(tmp_path)
+    assert class_axis(model, "out") == (1, slice(2, 6))
+    d = report_to_dict(audit(path, data, AuditConfig(fractions=(0.0, 1.0), draws=1,
+                                                     measures=("ablation",), per_layer=False,
+                                                     device="cpu")))
+    assert d["model"]["metric"]["class_channels"] == [2, 6]
+    assert d["model"]["metric"]["positions"] == 16
+    # Every channel of r off: s = 0, every class score is sigmoid(0), argmax class 0 at every
+    # anchor: the agreement is the share of anchors whose unablated class is 0.
+    scores = _run(model, {"x": xs})[0][:, 2:6, :]
+    assert d["ablation"]["accuracy_mean"][1] == pytest.approx(
+        float((scores.argmax(1) == 0).mean()))

@@ -210,6 +210,14 @@ def scan(
         True, "--closed-form/--no-closed-form", help="Importance of layers followed only by "
         "global pooling and a dense head computed exactly from the pooled activations and the "
         "weights (no run per unit); --no-closed-form runs every unit masked."),
+    metric: str = typer.Option(
+        "auto", help="What accuracy means for the output: classification ([N, K] class "
+        "scores), per-position (argmax agreement at every position of [N, T, V], [N, K, H, W], "
+        "a detector's anchors), relative (1 - normalized L2 change) or cosine [default: auto, "
+        "by the output's shape]."),
+    class_axis: int | None = typer.Option(
+        None, help="The output's class axis for per-position metrics [default: from the graph: "
+        "a Softmax's axis, a MatMul's last axis, a Conv's channels].", show_default=False),
     input_shape: InputShapeOpt = None,
     preset: str = typer.Option("none", help="Image preprocessing preset: none (/255, resize to the "
                                "input) or imagenet (short side 256, centre crop 224, ImageNet "
@@ -302,6 +310,7 @@ def scan(
                 chunk_size=chunk_size, device=device.value, threads=threads,
                 precision=precision.value, io_binding=io_binding, prune=prune,
                 importance_samples=importance_samples, closed_form=closed_form,
+                metric=metric, class_axis=class_axis,
                 risk=RiskThresholds(risk[0], risk[1]),
                 gate=Gate(fail_under, None if baseline is None else str(baseline), max_drop),
             )

@@ -76,11 +76,15 @@ SCHEMA: dict[str, Any] = {
             "outputs": {"type": "array", "items": tensor, "minItems": 1},
             "output_used": {"type": "string"}, "output_kind": {"enum": ["logits", "probabilities"]},
             "output_choice": {"type": "string", "description": "Why output_used was audited: --output, or the rule that chose it (since 1.3)."},
+            "metric": {"type": "object", "required": ["kind"], "description": "What accuracy means for the audited output (since 1.3): classification, per-position (class_axis, positions per sample, class_channels where a detector's scores are part of the axis), relative or cosine.", "properties": {
+                "kind": {"enum": ["classification", "per-position", "relative", "cosine"]},
+                "class_axis": {"type": "integer"}, "positions": {"type": "integer"},
+                "class_channels": {"type": "array", "items": {"type": "integer"}}}},
             "opset": {"type": "integer"}, "ir_version": {"type": "integer"}}},
         "data": {"type": "object", "required": ["path", "kind", "samples", "classes", "class_names",
                  "skipped", "labels"], "properties": {
             "path": {"type": "string"}, "kind": {"type": "string"},
-            "samples": {"type": "integer", "minimum": 1}, "classes": {"type": "integer", "minimum": 2},
+            "samples": {"type": "integer", "minimum": 1}, "classes": {"type": "integer", "minimum": 1},
             "class_names": {"type": ["array", "null"], "items": {"type": "string"}},
             "classes_present": {"type": "integer"}, "skipped": {"type": "integer", "minimum": 0},
             "skipped_examples": {"type": "array", "items": {"type": "string"}},

@@ -146,15 +146,6 @@ class PassResult:
     noise_counts: SweepCounts | None = None
 
 
-def log_probs(out: np.ndarray, probabilities: bool) -> np.ndarray:
-    """Log class probabilities of each row of ``out`` (logits, or probabilities already)."""
-    if probabilities:
-        return np.log(np.clip(out.astype(np.float64), 1e-12, None))
-    z = out.astype(np.float64)
-    top = z.max(axis=-1, keepdims=True)
-    return z - (top + np.log(np.exp(z - top).sum(axis=-1, keepdims=True)))
-
-
 def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows in order of first appearance, and for each row the index of its twin."""
     if len(rows) == 0:
@@ -164,28 +155,3 @@ def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return rows[first[order]], rank[inverse.reshape(-1)]
-
-
-def accumulate(counts: SweepCounts, rows: np.ndarray, logp: np.ndarray, pred: np.ndarray,
-               y: np.ndarray, base_pred: np.ndarray, base_logp: np.ndarray,
-               base_p: np.ndarray | None = None) -> None:
-    """Add one group's results ([g, n, K] log-probabilities, [g, n] predictions) to ``counts``
-    rows ``rows`` (g distinct indices).
-
-    ``base_p``: ``exp(base_logp)``, passed in when the caller has it for the whole chunk.
-    """
-    n = len(y)
-    hit = pred == y[None, :]
-    counts.correct[rows] += hit.sum(axis=1)
-    loss = -logp[:, np.arange(n), y]
-    counts.loss[rows] += np.nansum(loss, axis=1)
-    counts.dloss_sq[rows] += np.nansum((loss + base_logp[np.arange(n), y][None]) ** 2, axis=1)
-    counts.dcorrect_sq[rows] += (hit != (base_pred == y)[None]).sum(axis=1)
-    counts.agree[rows] += (pred == base_pred[None, :]).sum(axis=1)
-    if base_p is None:
-        base_p = np.exp(base_logp)
-    counts.kl[rows] += np.nansum(base_p[None] * (base_logp[None] - logp), axis=(1, 2))
-    k = counts.class_correct.shape[1]
-    for i, row in enumerate(rows):
-        counts.class_correct[row] += np.bincount(y[hit[i]], minlength=k)[:k]
-

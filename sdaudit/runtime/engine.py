@@ -25,8 +25,6 @@ from sdaudit.runtime.counts import (
     PassResult,
     SweepCounts,
     UnitStats,
-    accumulate,
-    log_probs,
     unique_rows,
 )
 from sdaudit.runtime.suffix import Progress, out_of_memory
@@ -35,6 +33,7 @@ from sdaudit.runtime.suffix import Progress, out_of_memory
 Observer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
 if TYPE_CHECKING:
+    from sdaudit.analysis.metrics import Reference
     from sdaudit.data.base import Dataset
     from sdaudit.model.layers import LayerInfo
     from sdaudit.model.load import LoadedModel
@@ -50,7 +49,8 @@ class Engine:
                  threads: int | None = None, ablation_value: str = "zero", noise: bool = True,
                  seed: int = 0, chunk_size: int = 256, output: str | None = None,
                  precision: str = "fp32", io_binding: bool | None = None,
-                 levels: bool = True, prune: bool | None = None) -> None:
+                 levels: bool = True, prune: bool | None = None, metric: str = "auto",
+                 class_axis: int | None = None) -> None:
         from sdaudit.analysis.configs import unit_offsets
         from sdaudit.config import PRECISIONS
         from sdaudit.ort import runtime_info, usable_cores
@@ -103,11 +103,25 @@ class Engine:
         self._row_s: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
         self._pass_samples = 0
         self.cut = self.variants.cut
-        self.probabilities: bool | None = None
         self.num_classes: int | None = None
         out_spec = next(o for o in loaded.outputs if o.name == self.output)
-        if out_spec.shape and len(out_spec.shape) == 2 and isinstance(out_spec.shape[1], int):
+        from sdaudit.analysis.metrics import choose_metric
+        from sdaudit.model.class_axis import class_axis as graph_class_axis
+
+        axis, channels = ((class_axis, None) if class_axis is not None else
+                          graph_class_axis(loaded.proto, self.output))
+        if axis is None and out_spec.shape is not None and len(out_spec.shape) >= 2:
+            axis = len(out_spec.shape) - 1 if len(out_spec.shape) == 3 else 1  # [N,T,V], NCHW
+        self.metric = choose_metric(metric, self.output, out_spec.shape, axis, channels)
+        self._metric_ready = False
+        if out_spec.shape and len(out_spec.shape) == 2 and isinstance(out_spec.shape[1], int) \
+                and self.metric.kind == "classification":
             self.num_classes = out_spec.shape[1]
+
+    @property
+    def probabilities(self) -> bool:
+        """Whether the audited output holds probabilities already (else logits)."""
+        return bool(self.metric.probabilities)
 
     @property
     def precision(self) -> str:
@@ -160,26 +174,11 @@ class Engine:
         return cut
 
     def _check_output(self, out: np.ndarray, y: np.ndarray) -> None:
-        if out.ndim != 2:
-            raise ModelError(
-                f"output {self.output!r} has shape {list(out.shape)}; scan needs class scores "
-                "[batch, classes]", "choose the logits output with --output",
-            )
-        if self.num_classes is None:
-            self.num_classes = out.shape[1]
-        if out.shape[1] < 2:
-            raise ModelError(f"output {self.output!r} has one column: not a classifier")
-        if len(y) and y.max() >= out.shape[1]:
-            raise DataError(
-                f"labels go up to {int(y.max())} but the model has {out.shape[1]} classes",
-                "labels must be class indices in the model's output order",
-            )
-        if self.probabilities is None:
-            finite = out[np.isfinite(out).all(axis=1)]
-            self.probabilities = bool(
-                len(finite) and finite.min() >= 0 and finite.max() <= 1
-                and np.allclose(finite.sum(axis=1), 1.0, atol=1e-3)
-            )
+        """The metric's set-up on the first chunk (shape, classes, labels' range)."""
+        if not self._metric_ready:
+            self.metric.setup(out, y)
+            self._metric_ready = True
+            self.num_classes = self.metric.classes
 
 
     # -- passes ------------------------------------------------------------------------------
@@ -220,7 +219,7 @@ class Engine:
             t0 = time.perf_counter()
             cut = self._run_prefix(x)
             t1 = time.perf_counter()
-            base: tuple[np.ndarray, np.ndarray] | None = None
+            base: tuple[Reference, np.ndarray] | None = None
             # The cut tensors of later suffix levels come out of the statistics run (padded rows
             # kept: the suffixes run on the padded chunk).
             extra = list(self.variants.level_outputs) if configs is not None else []
@@ -240,23 +239,28 @@ class Engine:
                 outs = [o[:n] for o in raw[:len(names)]]
                 out = outs[0]
                 self._check_output(out, labels if n and labels[0] >= 0 else labels[:0])
-                pred = np.argmax(out, axis=1)
-                logp = log_probs(out, bool(self.probabilities))
+                ref = self.metric.reference(out)
+                classify = self.metric.kind == "classification"
+                if classify:
+                    pred, logp = ref.pred, ref.logp
+                else:  # per-sample class statistics need a classifier's labels: one class
+                    pred, logp = np.zeros(n, np.int64), np.zeros((n, 1))
                 if want_units:
-                    y = labels if n and labels[0] >= 0 else pred
+                    y = (labels if n and labels[0] >= 0 else pred) if classify else pred
                     means = np.concatenate(
                         [o.astype(np.float64) for o in outs[1:1 + len(self.layers)]], axis=1)
                     if stats:
                         if result.stats is None:
                             result.stats = UnitStats.zeros(
-                                int(self.num_classes or out.shape[1]), self.units)
+                                int(self.num_classes or out.shape[1]) if classify else 1,
+                                self.units)
                         sqmeans = np.concatenate(
                             [o.astype(np.float64) for o in outs[1 + len(self.layers):]], axis=1)
-                        result.stats.add(out, pred, logp, y, means, sqmeans)
+                        result.stats.add(out.reshape(n, -1), pred, logp, y, means, sqmeans)
                     if observe is not None:
                         observe(out, means, y, logp)
                     if hist is not None:
-                        k = int(self.num_classes or out.shape[1])
+                        k = int(self.num_classes or out.shape[1]) if classify else 1
                         if result.hist is None:
                             result.hist = np.zeros((self.units, hist.bins, k), dtype=np.int64)
                         from sdaudit.analysis.selectivity import bin_index
@@ -266,7 +270,7 @@ class Engine:
                         result.hist += np.bincount(flat.ravel(),
                                                    minlength=result.hist.size).reshape(
                             result.hist.shape)
-                base = (pred, logp)
+                base = (ref, out)
             t2 = time.perf_counter()
             done += n
             if configs is not None:
@@ -314,7 +318,7 @@ class Engine:
 
     def _sweep_chunk(self, cut: dict[str, np.ndarray], labels: np.ndarray, configs: Configs,
                      unit_mean: np.ndarray | None, result: PassResult,
-                     base: tuple[np.ndarray, np.ndarray] | None, done_rows: int, total_rows: int,
+                     base: tuple[Reference, np.ndarray] | None, done_rows: int, total_rows: int,
                      progress: Progress | None, phase: str,
                      unperturbed: dict[str, np.ndarray]) -> int:
         """Every configuration on one chunk; counts go into ``result``.
@@ -330,28 +334,23 @@ class Engine:
         if result.mask_counts is None:
             result.mask_counts = SweepCounts.zeros(len(masks), k)
             result.noise_counts = SweepCounts.zeros(len(noise_sd), k) if has_noise else None
-        y = labels
-        n = len(y)
-        unlabelled = bool(n and y[0] < 0)
+        n = len(labels)
         if base is None:  # run_pass always computes the unperturbed row first
             raise InternalError("a sweep chunk without the unperturbed predictions")
-        base_pred, base_logp = base
-        base_p = np.exp(base_logp)
-        if unlabelled:
-            y = base_pred
+        ref, base_out = base
+        y = self.metric.targets(labels, ref)  # one class per item (labels or predictions)
         if self.precision == "fp16" and self.fp16_changed is None:
-            self.suffix.check_fp16(cut, n, base_pred)
+            self.suffix.check_fp16(cut, n, base_out, self.metric)
         # Row 0 is the unperturbed model, which the statistics run just computed.
-        accumulate(result.mask_counts, np.arange(1), base_logp[None], base_pred[None], y,
-                   base_pred, base_logp)
+        self.metric.accumulate(result.mask_counts, np.arange(1), base_out, 1, y, ref)
         done_rows += n
         if self.pruning.plan is None:
             self.pruning.plan = self.pruning.make_plan(masks, self._suffix_s * self._pass_samples)
         # each configuration's share of this chunk's time (the per-measure estimate)
         row_s, noise_s = np.zeros(len(masks)), np.zeros(len(noise_sd))
         t0 = time.perf_counter()
-        pruned = self.pruning.run(masks, unperturbed, result.mask_counts, n, y, base,
-                                  bool(self.probabilities))
+        pruned = self.pruning.run(masks, unperturbed, result.mask_counts, n, y, ref,
+                                  self.metric)
         if len(pruned):
             row_s[pruned] += (time.perf_counter() - t0) / len(pruned)
         done_rows += n * len(pruned)
@@ -368,12 +367,12 @@ class Engine:
 
         for job in jobs:
             t0 = time.perf_counter()
-            self.suffix.run(job, n, y, base, base_p, unit_mean, bool(self.probabilities), step)
+            self.suffix.run(job, n, y, ref, self.metric, unit_mean, step)
             spent = (row_s if job.counts is result.mask_counts else noise_s)
             spent[job.rows] += (time.perf_counter() - t0) / max(len(job.rows), 1)
         self._row_s = (row_s, noise_s)
         for counts in {id(c): c for c in (result.mask_counts, result.noise_counts)
                        if c is not None and (c is result.mask_counts or has_noise)}.values():
-            counts.n += n
+            counts.n += len(y)  # items: samples, or positions of every sample
             np.add.at(counts.class_counts, y, 1)
         return done[0]

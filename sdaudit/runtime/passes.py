@@ -82,7 +82,15 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
         raise InternalError("the unablated pass produced no statistics")
     k = int(engine.num_classes or 0)
     notes: list[str] = []
-    if not data.labelled:
+    metric = engine.metric
+    if metric.kind != "classification":
+        what = {"per-position": "the share of positions whose argmax class is unchanged",
+                "relative": "1 - the output's normalized L2 change",
+                "cosine": "the cosine similarity with the unablated output"}[metric.kind]
+        notes.append(f"the output has no [N, K] class scores: accuracy is {what} (metric "
+                     f"{metric.kind}); selectivity needs a classifier's class labels and is "
+                     "skipped")
+    elif not data.labelled:
         notes.append("the data has no labels: the unablated model's predictions stand in, so "
                      "accuracy is agreement with the unablated model (see also kl_mean)")
     if data.skipped.count:
@@ -105,7 +113,7 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
     pref: np.ndarray | None = None
     mi: np.ndarray | None = None
     hist_spec = None
-    if need_selectivity:
+    if need_selectivity and metric.kind == "classification":
         if present < 2:
             notes.append("selectivity undefined: the data holds one class only; selectivity, "
                          "ordered ablation and the selectivity–importance correlation skipped")

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sdaudit.runtime import suffix as stacking
-from sdaudit.runtime.counts import SweepCounts, accumulate, log_probs
+from sdaudit.runtime.counts import SweepCounts
 
 if TYPE_CHECKING:
+    from sdaudit.analysis.metrics import Metric, Reference
     from sdaudit.model.layers import LayerInfo
     from sdaudit.runtime.suffix import SuffixRunner
     from sdaudit.runtime.variants import Level, Sessions, Variants
@@ -238,16 +239,13 @@ class Pruning:
                 for i, name in enumerate(level.inst.mask_inputs, start=level.first)}
 
     def run(self, masks: np.ndarray, unperturbed: dict[str, np.ndarray], counts: SweepCounts,
-            n: int, y: np.ndarray, base: tuple[np.ndarray, np.ndarray],
-            probabilities: bool) -> np.ndarray:
+            n: int, y: np.ndarray, reference: Reference, metric: Metric) -> np.ndarray:
         """Run the planned fused sessions on one chunk; the rows they counted.
 
         A session's first run checks its first and last branch against the masked suffix;
         a mismatch, a failure or running out of memory turns pruning off: from then on every
         configuration runs masked (rows already counted from verified sessions stay)."""
         done: list[np.ndarray] = []
-        base_pred, base_logp = base
-        base_p = np.exp(base_logp)
         rows_in = self.variants.fixed_batch or n
         for fused in list(self.plan or []):
             feeds = {name: unperturbed[name] for name in fused.level.split.cut}
@@ -287,12 +285,8 @@ class Pruning:
                 if not self.always and fused_s > PRUNE_KEEP * masked_s * len(fused.rows):
                     # Not faster here: counted this once, masked from the next chunk on.
                     self.plan = [f for f in self.plan or [] if f is not fused]
-            out = np.stack([o[:n] for o in outs])  # [configs, n, classes]
-            g = len(fused.rows)
-            flat = out.reshape(g * n, -1)
-            logp = log_probs(flat, probabilities).reshape(g, n, -1)
-            pred = np.argmax(out, axis=2)
-            accumulate(counts, fused.rows, logp, pred, y, base_pred, base_logp, base_p)
+            out = np.concatenate([o[:n] for o in outs])  # [configs · n, ...]
+            metric.accumulate(counts, fused.rows, out, len(fused.rows), y, reference)
             done.append(fused.rows)
         return np.concatenate(done) if done else np.zeros(0, np.int64)
 

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sdaudit.errors import ModelError
-from sdaudit.runtime.counts import SweepCounts, accumulate, log_probs
+from sdaudit.runtime.counts import SweepCounts
 
 if TYPE_CHECKING:
+    from sdaudit.analysis.metrics import Metric, Reference
     from sdaudit.model.layers import LayerInfo
     from sdaudit.rewrite.instrument import InstrumentedModel
     from sdaudit.runtime.variants import Level, Sessions, Variants
@@ -165,14 +166,22 @@ class SuffixRunner:
 
         return run_bound
 
-    def check_fp16(self, cut: dict[str, np.ndarray], n: int, reference: np.ndarray) -> None:
+    def check_fp16(self, cut: dict[str, np.ndarray], n: int, reference: np.ndarray,
+                   metric: Metric) -> None:
         """Run the unablated model through the fp16 suffix on this chunk; keep fp16 only if it
-        changes at most FP16_TOLERANCE of the fp32 predictions ``reference``."""
+        changes at most FP16_TOLERANCE of the metric's items against the fp32 output
+        ``reference`` (predictions; for relative metrics, the mean relative change)."""
         rows = self.variants.fixed_batch or n
         ones = np.ones((1, self.units), dtype=np.float32)
         out = self.sessions.sweep.run([self.variants.output], {
             **cut, **self.controls(self.variants.sweep, ones, rows)})[0][:n]
-        changed = float(np.mean(np.argmax(out, axis=1) != reference)) if n else 0.0
+        ref = metric.reference(reference)
+        if ref.flat is None:
+            changed = float(np.mean(metric.reference(out).pred != ref.pred)) if n else 0.0
+        else:
+            counts = SweepCounts.zeros(1, 1)
+            metric.accumulate(counts, np.arange(1), out, 1, ref.pred, ref)
+            changed = float(1.0 - counts.correct[0] / max(n, 1))
         self.fp16_changed = changed
         if changed > FP16_TOLERANCE:
             self.notes.append(
@@ -221,12 +230,10 @@ class SuffixRunner:
                                     noise_counts, idx, True, 0, cut))
         return jobs
 
-    def run(self, job: Job, n: int, y: np.ndarray, base: tuple[np.ndarray, np.ndarray],
-            base_p: np.ndarray, unit_mean: np.ndarray | None, probabilities: bool,
-            step: Callable[[int], None]) -> None:
-        """Run ``job`` on a chunk of ``n`` samples (labels ``y``), adding to its counts;
-        ``step(rows)`` after each run."""
-        base_pred, base_logp = base
+    def run(self, job: Job, n: int, y: np.ndarray, ref: Reference, metric: Metric,
+            unit_mean: np.ndarray | None, step: Callable[[int], None]) -> None:
+        """Run ``job`` on a chunk of ``n`` samples (``y``: the metric's targets), adding to its
+        counts through ``metric``; ``step(rows)`` after each run."""
         fixed = self.variants.fixed_batch
         rows = fixed or n
         m = len(job.masks)
@@ -261,9 +268,6 @@ class SuffixRunner:
                 continue
             if fixed:
                 out = out[:n]
-            logp = log_probs(out, probabilities).reshape(g, n, -1)
-            pred = np.argmax(out, axis=1).reshape(g, n)
-            accumulate(job.counts, job.rows[start:stop], logp, pred, y, base_pred, base_logp,
-                       base_p)
+            metric.accumulate(job.counts, job.rows[start:stop], out, g, y, ref)
             step(g * n)
             start = stop

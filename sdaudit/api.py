@@ -79,13 +79,23 @@ def _load_with_data_shape(model_path: str | Path, input_shape: Any, data_path: s
 def audit(model_path: str | Path, data_path: str | Path | None, config: AuditConfig | None = None, *,
           input_shape: Any = None, data_options: DataOptions | None = None,
           selectivity_data: str | Path | None = None, output: str | None = None,
-          hooks: Hooks | None = None, dry_run: bool = False) -> AuditReport:
+          hooks: Hooks | None = None, dry_run: bool = False, time_budget: float | None = None,
+          max_images: int | None = None) -> AuditReport:
     """Measure how much the model at ``model_path`` relies on single directions, on ``data_path``.
 
     Raises :class:`~sdaudit.errors.SdauditError` for anything wrong with what was given.
     ``dry_run``: announce the plan and the estimate (``hooks``) from the first two chunks of
-    each pass only; the report returned then covers those chunks alone.
+    each pass only; the report returned then covers those chunks alone. ``time_budget``
+    (seconds): calibrate as ``dry_run`` does, then audit the most images (a seeded sample,
+    stratified by class) and draws whose estimate fits (sdaudit.analysis.budget); the report's
+    notes and ``run.time_budget`` say what was chosen. ``max_images``: audit a seeded,
+    stratified sample of this many images.
     """
+    if time_budget is not None and not dry_run:
+        return _within_budget(model_path, data_path, config or AuditConfig(), time_budget,
+                              hooks or Hooks(), input_shape=input_shape,
+                              data_options=data_options, selectivity_data=selectivity_data,
+                              output=output)
     from dataclasses import replace
 
     from sdaudit.analysis import configs
@@ -125,6 +135,10 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     if opts.class_names is None:
         opts = replace(opts, class_names=names_from_metadata(loaded.proto, num_classes))
     data = open_dataset(data_path, layout, num_classes=num_classes, options=opts, workers=workers)
+    if max_images is not None and max_images < data.num_samples:
+        from sdaudit.data.subsample import StratifiedSample
+
+        data = StratifiedSample(data, max_images, config.seed)
     sel_data = (open_dataset(selectivity_data, layout, num_classes=num_classes,
                              options=replace(opts, loader_script=None), workers=workers)
                 if selectivity_data is not None else data)
@@ -206,6 +220,61 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
              "forward_passes": plan.forward_passes,
              **({} if calibrator.result is None else {"estimate": calibrator.result.to_dict()})},
     )
+
+
+class _Captured(Hooks):
+    """The calibration's plan and estimate, kept instead of shown."""
+
+    def __init__(self) -> None:
+        self.last_plan: Plan | None = None
+        self.last_estimate: Estimate | None = None
+
+    def plan(self, plan: Plan) -> None:
+        self.last_plan = plan
+
+    def estimate(self, estimate: Estimate) -> None:
+        self.last_estimate = estimate
+
+
+def _within_budget(model_path: str | Path, data_path: str | Path | None, config: AuditConfig,
+                   budget: float, hooks: Hooks, **kw: Any) -> AuditReport:
+    """--time-budget: calibrate, choose images and draws, audit, say what the choice bought."""
+    from dataclasses import replace
+
+    from sdaudit.analysis.budget import choose
+
+    t0 = time.perf_counter()
+    cap = _Captured()
+    audit(model_path, data_path, config, hooks=cap, dry_run=True, **kw)
+    spent = time.perf_counter() - t0
+    plan, est = cap.last_plan, cap.last_estimate
+    if plan is None or est is None:  # pragma: no cover - a dry run always announces both
+        from sdaudit.errors import InternalError
+
+        raise InternalError("the time budget's calibration gave no estimate")
+    sample = plan.importance_samples if plan.importance_samples < plan.samples else 0
+    choice = choose(est.by_measure, est.setup_s, plan.samples, config.draws, sample,
+                    budget - spent, min_images=min(plan.samples, 100))
+    report = audit(model_path, data_path, replace(config, draws=choice.draws), hooks=hooks,
+                   max_images=choice.images if choice.images < plan.samples else None, **kw)
+    ci = report.summary.ablation_auc_ci
+    half = None if ci is None or report.summary.ablation_auc is None else (ci[1] - ci[0]) / 2
+    se = [s for layer in report.layers for s in (layer.units.importance_loss_se or ())]
+    bought = [f"the ablation AUC ± {half:.3f} (95 %)"] if half is not None else []
+    if se:
+        bought.append(f"a median importance standard error of {float(np.median(se)):.2g}")
+    note = (f"--time-budget {budget:,.0f} s: {choice.images:,} of {plan.samples:,} images "
+            f"(stratified by class, seed {config.seed}) and {choice.draws} draws, predicted "
+            f"{choice.predicted_s:,.0f} s after {spent:,.0f} s of calibration"
+            + ("" if choice.fits else "; even the fewest images and draws exceed the budget")
+            + (f"; this buys {' and '.join(bought)}" if bought else ""))
+    info = {"budget_s": budget, "calibration_s": round(spent, 3), "images": choice.images,
+            "of": plan.samples, "draws": choice.draws,
+            "predicted_s": round(choice.predicted_s, 3), "fits": choice.fits}
+    return replace(report, summary=replace(report.summary,
+                                           notes=(*report.summary.notes, note)),
+                   run={**report.run, "time_budget": info,
+                        "duration_s": round(time.perf_counter() - t0, 3)})
 
 
 __all__ = ["Hooks", "Plan", "SdauditError", "audit"]

@@ -57,3 +57,62 @@ def test_a_measure_costs_its_configurations_at_its_own_sample_size():
     assert np.isclose(est.by_measure["noise"], 1000 * 1.0)
     assert np.isclose(est.by_measure["importance"], 100 * (4 + 0.01 + 0.02))
     assert np.isclose(est.total_s, 2.0 + sum(est.by_measure.values()))
+
+
+def test_durations_parse_and_bad_ones_are_refused():
+    import pytest
+
+    from sdaudit.analysis.budget import parse_duration
+    from sdaudit.errors import BadFlagError
+
+    assert parse_duration("90") == 90
+    assert parse_duration("90s") == 90
+    assert parse_duration("10m") == 600
+    assert parse_duration("2h") == 7200
+    assert parse_duration("1h30m") == 5400
+    for bad in ("", "soon", "-5m", "0s", "5 minutes"):
+        with pytest.raises(BadFlagError):
+            parse_duration(bad)
+
+
+def test_budget_picks_the_most_images_then_draws():
+    from sdaudit.analysis.budget import choose, predict
+
+    # at 1,000 images and 5 draws: 10 s start-up, 100 s statistics, 500 s ablation, 50 s
+    # ordered, 100 s noise, 200 s importance on its sample of 100
+    by = {"statistics": 100.0, "ablation": 500.0, "ordered": 50.0, "noise": 100.0,
+          "importance": 200.0}
+    assert predict(by, 10.0, 1000, 5, 100, 1000, 5) == 960.0
+    # half the images: everything but importance (its sample of 100 still fits) halves
+    assert predict(by, 10.0, 1000, 5, 100, 500, 5) == 10 + 375 + 200
+    c = choose(by, 10.0, 1000, 5, 100, 600.0, min_images=50)
+    assert c.fits
+    assert c.draws == 5
+    assert c.predicted_s <= 600 < predict(by, 10.0, 1000, 5, 100, c.images + 1, 5)
+    more = choose(by, 10.0, 1000, 5, 100, 2000.0, min_images=50)  # all images fit: more draws
+    assert more.images == 1000
+    assert more.draws > 5
+    assert more.predicted_s <= 2000 < predict(by, 10.0, 1000, 5, 100, 1000, more.draws + 1)
+    tight = choose(by, 10.0, 1000, 5, 100, 1.0, min_images=50)  # nothing fits: said, not hidden
+    assert not tight.fits
+    assert tight.images == 50
+    assert tight.draws == 2
+
+
+def test_time_budget_reports_its_choice(runner, app, tmp_path):
+    import models
+
+    model = models.save(models.counting_net(units=10), tmp_path / "c.onnx")
+    data = models.counting_data(tmp_path / "c.npz")
+    report = tmp_path / "r.json"
+    result = runner.invoke(app, ["scan", str(model), "--data", str(data), "--time-budget",
+                                 "1h", "--json", str(report), "-q", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    d = json.loads(report.read_text())
+    tb = d["run"]["time_budget"]
+    assert tb["images"] == tb["of"] == 100  # an hour holds everything
+    assert tb["fits"]
+    assert d["config"]["draws"] == tb["draws"] >= 5
+    assert any(n.startswith("--time-budget 3,600 s") for n in d["summary"]["notes"])
+    bad = runner.invoke(app, ["scan", str(model), "--data", str(data), "--time-budget", "soon"])
+    assert bad.exit_code == 2

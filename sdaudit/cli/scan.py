@@ -270,6 +270,11 @@ def scan(
                                         "risk grades."),
     top: int = typer.Option(10, help="Most selective units to list."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    time_budget: str | None = typer.Option(
+        None, help="A duration (90s, 10m, 2h): calibrate on the first chunks, then audit the "
+        "most images (a seeded sample, stratified by class) and draws whose estimate fits; the "
+        "report says what was chosen and the precision it buys. No measure is dropped.",
+        show_default=False),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and the estimated "
                                  "time per measure, calibrated on the first two chunks of each "
                                  "pass, then stop: no sweep over the rest, no report written."),
@@ -335,10 +340,15 @@ def scan(
                 sampling=Sampling(max_samples, samples_per_class, seed),
                 loader_script=data_loader_script,
             )
+            budget_s = None
+            if time_budget is not None:
+                from sdaudit.analysis.budget import parse_duration
+
+                budget_s = parse_duration(time_budget)
             report = audit(model, data, config, input_shape=parse_input_shapes(input_shape),
                            data_options=options, selectivity_data=selectivity_data,
                            output=output, hooks=hooks,  # type: ignore[arg-type]
-                           dry_run=dry_run)
+                           dry_run=dry_run, time_budget=budget_s)
         finally:
             hooks.close()
         if dry_run:

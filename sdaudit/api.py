@@ -83,7 +83,8 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
           max_images: int | None = None) -> AuditReport:
     """Measure how much the model at ``model_path`` relies on single directions, on ``data_path``.
 
-    Raises :class:`~sdaudit.errors.SdauditError` for anything wrong with what was given.
+    Raises :class:`~sdaudit.errors.SdauditError` for anything wrong with what was given, an
+    ONNX Runtime failure that the model as given has on the data included.
     ``dry_run``: announce the plan and the estimate (``hooks``) from the first two chunks of
     each pass only; the report returned then covers those chunks alone. ``time_budget``
     (seconds): calibrate as ``dry_run`` does, then audit the most images (a seeded sample,
@@ -91,6 +92,27 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
     notes and ``run.time_budget`` say what was chosen. ``max_images``: audit a seeded,
     stratified sample of this many images.
     """
+    try:
+        return _audit(model_path, data_path, config, input_shape=input_shape,
+                      data_options=data_options, selectivity_data=selectivity_data,
+                      output=output, hooks=hooks, dry_run=dry_run, time_budget=time_budget,
+                      max_images=max_images)
+    except Exception as exc:
+        from sdaudit.runtime.diagnose import is_ort_error, raise_if_data_fault
+
+        if not is_ort_error(exc):
+            raise
+        data_paths = [data_path] + ([selectivity_data] if selectivity_data is not None else [])
+        raise_if_data_fault(model_path, data_paths, input_shape, data_options)
+        raise
+
+
+def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditConfig | None = None,
+           *, input_shape: Any = None, data_options: DataOptions | None = None,
+           selectivity_data: str | Path | None = None, output: str | None = None,
+           hooks: Hooks | None = None, dry_run: bool = False, time_budget: float | None = None,
+           max_images: int | None = None) -> AuditReport:
+    """The audit itself (:func:`audit` adds the diagnosis of ONNX Runtime failures)."""
     if time_budget is not None and not dry_run:
         return _within_budget(model_path, data_path, config or AuditConfig(), time_budget,
                               hooks or Hooks(), input_shape=input_shape,

@@ -3,6 +3,7 @@ with its default documented in docs/method.md."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from sdaudit.errors import BadFlagError
@@ -12,6 +13,7 @@ DEFAULT_FRACTIONS = tuple(round(i / 10, 2) for i in range(10))  # 0, 0.1, ..., 0
 DEFAULT_NOISE_LEVELS = tuple(round(10 ** (-1.5 + 0.5 * i), 6) for i in range(6))  # 10^-1.5 … 10^1
 ABLATION_VALUES = ("zero", "mean")
 PRECISIONS = ("fp32", "fp16")
+MAX_SEED = 2**63 - 1  # numpy takes any non-negative integer; reports keep it as a JSON int64
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,9 @@ class AuditConfig:
         if self.class_axis is not None and self.class_axis < 1:
             raise BadFlagError(f"--class-axis {self.class_axis}: axis 0 is the batch",
                                "give the output's class axis, 1 or more")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise BadFlagError(f"--seed {self.seed}: seeds are integers from 0 to 2^63 − 1",
+                               "e.g. --seed 0")
         if self.draws < 1:
             raise BadFlagError(f"--draws {self.draws}: at least one draw is needed", "e.g. --draws 5")
         if any(not a > 0 for a in self.noise_levels) or not self.noise_levels:
@@ -112,8 +117,9 @@ class AuditConfig:
             )
         if self.gate.max_drop is not None and self.gate.baseline_report is None:
             raise BadFlagError("--max-drop needs --baseline OLD.json to compare against")
-        if self.gate.max_drop is not None and self.gate.max_drop < 0:
-            raise BadFlagError("--max-drop must be non-negative")
+        if self.gate.max_drop is not None and not 0 <= self.gate.max_drop < math.inf:
+            raise BadFlagError(f"--max-drop {self.gate.max_drop}: a non-negative AUC difference",
+                               "e.g. --max-drop 0.05")
         if self.gate.fail_under is not None and not 0 <= self.gate.fail_under <= 1:
             raise BadFlagError("--fail-under is an ablation AUC in [0, 1]")
         gated = self.gate.fail_under is not None or self.gate.baseline_report is not None

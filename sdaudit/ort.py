@@ -133,7 +133,7 @@ def make_session(
     options.graph_optimization_level = ort_mod.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach us as exceptions; stderr keeps one line
     if not arena:
         options.enable_cpu_mem_arena = False
         options.enable_mem_pattern = False

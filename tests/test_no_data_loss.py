@@ -197,3 +197,124 @@ def test_writing_through_a_link_keeps_the_link(work, capsys):
     capsys.readouterr()
     assert (work / "latest.json").is_symlink()
     assert (work / "reports" / "r.json").read_text().startswith("{")
+
+
+# -- property: random collisions between what a scan reads and what it writes -------------------
+
+OPTIONAL_READS = {"--selectivity-data": "sel.npz", "--class-names": "names.txt",
+                  "--baseline": "old.json"}
+ALWAYS_READ = ("m.onnx", "m.onnx.data", "d.npz")  # MODEL, its external data, --data
+CANDIDATES = (*ALWAYS_READ, *OPTIONAL_READS.values(), "prev.json")  # prev.json: read by nothing
+
+
+def _target(folder: Path, choice: tuple[str, str], tag: str, other: Path | None) -> Path:
+    """An output path: a new name, or an existing file named directly, with ./, through a
+    symbolic link or a hard link (``other``: the other output's path, for "same as it")."""
+    what, how = choice
+    if what == "new":
+        return Path(f"new-{tag}.out")
+    name = str(other) if what == "other" and other is not None else what
+    if what == "other" and other is None:
+        return Path(f"new-{tag}.out")
+    if how == "dot":
+        return Path("./" + name)
+    if how in ("symlink", "hardlink") and (folder / name).exists():
+        link = Path(f"{how}-{tag}.out")
+        (folder / link).symlink_to(name) if how == "symlink" else os.link(folder / name,
+                                                                         folder / link)
+        return link
+    return Path(name)
+
+
+def _key(folder: Path, path: Path) -> tuple[int, int] | str:
+    full = folder / path
+    if full.exists():
+        st = full.stat()
+        return (st.st_dev, st.st_ino)
+    return str(full.resolve())
+
+
+def test_random_collisions_refuse_or_write_only_new_content(base):
+    """For random choices of which inputs and outputs collide (names, ./names, symbolic and hard
+    links): either exit 2 with every file as it was, or exit 0 with only the outputs changed."""
+    import tempfile
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    target = st.tuples(st.sampled_from(("new", "other", *CANDIDATES)),
+                       st.sampled_from(("plain", "dot", "symlink", "hardlink")))
+
+    @settings(max_examples=25, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(flags=st.sets(st.sampled_from(sorted(OPTIONAL_READS))),
+           json_choice=st.none() | target, html_choice=st.none() | target)
+    def check(flags, json_choice, html_choice):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            for p in base.iterdir():
+                shutil.copy2(p, folder / p.name)
+            (folder / "prev.json").write_text("an earlier file")
+            json_path = None if json_choice is None else _target(folder, json_choice, "json", None)
+            html_path = (None if html_choice is None
+                         else _target(folder, html_choice, "html", json_path))
+            reads = [*ALWAYS_READ, *(OPTIONAL_READS[f] for f in flags)]
+            read_keys = {_key(folder, Path(r)) for r in reads}
+            outs = [p for p in (json_path, html_path) if p is not None]
+            out_keys = [_key(folder, p) for p in outs]
+            collide = (any(k in read_keys for k in out_keys)
+                       or len(set(out_keys)) < len(out_keys))
+            argv = ["scan", str(folder / "m.onnx"), "--data", str(folder / "d.npz"), *FAST]
+            for f in sorted(flags):
+                argv += [f, str(folder / OPTIONAL_READS[f])]
+            if json_path is not None:
+                argv += ["--json", str(folder / json_path)]
+            if html_path is not None:
+                argv += ["--html", str(folder / html_path)]
+            before = snapshot(folder)
+            code = run(argv)
+            after = snapshot(folder)
+            if collide:
+                assert code == 2
+                assert after == before
+                return
+            assert code == 0
+            written = {str((folder / p).resolve().relative_to(folder.resolve())) for p in outs}
+            changed = {k for k in after if before.get(k) != after[k]}
+            assert changed <= written
+            assert set(before) <= set(after)
+            for k in set(before) - written:
+                assert after[k] == before[k]
+
+    check()
+
+
+def test_an_identical_rerun_passes_its_own_baseline(work, capsys):
+    """The baseline's AUC is stored to 7 digits; the rerun is compared at that precision."""
+    assert run(scan_args(["--baseline", "old.json"])) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"schema_version": "2.0"}, ("schema 2.0", "reads schema 1.x")),
+    ({"schema_version": "one"}, ("schema one",)),
+    ({"summary": {"ablation_auc": "high"}}, ("summary.ablation_auc has the wrong type",)),
+    ({"model": {"sha256": "x"}}, ("no model.path",)),
+    ({"baseline": None}, ("no baseline",)),
+])
+def test_baseline_and_compare_share_one_checked_reader(work, capsys, change, words):
+    """A report of another major version (or with fields of the wrong type) is refused the same
+    way by --baseline and by compare."""
+    import json
+
+    data = json.loads((work / "old.json").read_text())
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "model":
+            data[key].update(value)
+        else:
+            data[key] = value
+    (work / "odd.json").write_text(json.dumps(data))
+    for argv, flag in ((scan_args(["--baseline", "odd.json"]), "--baseline"),
+                       (["compare", "old.json", "odd.json"], "report")):
+        err = refused(capsys, argv, work, f"{flag} 'odd.json'", *words)
+        assert "sdaudit scan" in err

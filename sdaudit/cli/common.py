@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -109,6 +110,9 @@ def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
                            f"e.g. {flag} 0,0.1,0.5") from None
     if not values:
         raise BadFlagError(f"{flag} is empty", f"e.g. {flag} 0,0.1,0.5")
+    if not all(math.isfinite(v) for v in values):
+        raise BadFlagError(f"{flag} {text!r} holds a value that is not a finite number",
+                           f"e.g. {flag} 0,0.1,0.5")
     return values
 
 

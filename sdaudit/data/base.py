@@ -38,9 +38,11 @@ class SkipLog:
 
     count: int = 0
     examples: list[str] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)  # why, with how many files each
 
-    def add(self, what: str) -> None:
+    def add(self, what: str, reason: str = "unreadable") -> None:
         self.count += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
         if len(self.examples) < 5:
             self.examples.append(what)
 

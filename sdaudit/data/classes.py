@@ -157,6 +157,9 @@ def read_labels_file(path: str | Path, names: tuple[str, ...] | None) -> dict[st
             image, token = parts[0], parts[1].strip()
         if token.lstrip("-").isdigit():
             label = int(token)
+            if label < 0:
+                raise DataError(f"--labels {str(p)!r} line {number}: label {label} is negative",
+                                "labels are class indices 0..K-1")
         elif token in name_index:
             label = name_index[token]
         elif token in wnid_index:

@@ -5,8 +5,9 @@ WordNet ids to the standard 1,000-class index, otherwise sorted names give the i
 folder of images with ``--labels FILE`` (ImageNet's official validation layout); a flat folder
 without labels (the model's own predictions stand in).
 
-Images are decoded in a thread pool one chunk ahead of the model. Unreadable files are skipped,
-counted and named.
+Images are decoded (:mod:`sdaudit.data.decode`: real bit depth, EXIF orientation, alpha dropped)
+in a thread pool one chunk ahead of the model. Files that cannot be read, or not at a known
+scale, are skipped, counted and named with the reason.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sdaudit.data.base import InputLayout, Sampling, SkipLog
-from sdaudit.data.preprocess import Preprocess, to_array
+from sdaudit.data.preprocess import Preprocess, pixels_to_array
 from sdaudit.errors import DataError
 
 IMAGE_SUFFIXES = frozenset(
@@ -42,6 +43,7 @@ class ImageFolderDataset:
 
         self.path = str(root)
         self.skipped = SkipLog()
+        self.transparent = 0
         self._layout = layout
         self._pre = preprocess
         self._workers = max(1, workers)
@@ -110,21 +112,32 @@ class ImageFolderDataset:
         self._files = files
         self.num_samples = len(files)
 
-    def _decode(self, path: Path) -> np.ndarray | None:
+    def _decode(self, path: Path) -> tuple[np.ndarray | None, str | bool]:
+        """(sample, whether transparency was dropped), or (None, why it was skipped)."""
         from PIL import Image, UnidentifiedImageError
 
+        from sdaudit.data.decode import UnreadableImageError, read_pixels
+
         try:
-            with Image.open(path) as opened:
-                return to_array(opened, self._pre, self._layout)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            return None
+            pixels = read_pixels(path, self._layout.channels or 1)
+            return pixels_to_array(pixels, self._pre, self._layout), pixels.transparent
+        except UnreadableImageError as exc:
+            return None, str(exc)
+        except UnidentifiedImageError:
+            return None, "not an image PIL can read"
+        except Image.DecompressionBombError:
+            return None, "larger than PIL's decompression-bomb limit"
+        except (OSError, ValueError, SyntaxError, EOFError, MemoryError):
+            return None, "truncated or corrupt"
 
     def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         dtype = np.dtype(self._layout.dtype)
         batches = [self._files[i:i + size] for i in range(0, len(self._files), size)]
         self.skipped = SkipLog()  # each pass sees the same files; count them once
+        self.transparent = 0  # images whose alpha had transparent pixels (dropped)
         with ThreadPoolExecutor(self._workers, thread_name_prefix="sdaudit-decode") as pool:
-            def submit(batch: list[tuple[Path, int]]) -> list[Future[np.ndarray | None]]:
+            def submit(batch: list[tuple[Path, int]]) -> list[Future[tuple[np.ndarray | None,
+                                                                            str | bool]]]:
                 return [pool.submit(self._decode, p) for p, _ in batch]
 
             pending = submit(batches[0]) if batches else []
@@ -134,10 +147,11 @@ class ImageFolderDataset:
                 pending = submit(batches[i + 1]) if i + 1 < len(batches) else []
                 arrays, labels = [], []
                 for (path, label), fut in zip(batch, current, strict=True):
-                    arr = fut.result()
+                    arr, info = fut.result()
                     if arr is None:
-                        self.skipped.add(str(path.relative_to(self.path)))
+                        self.skipped.add(str(path.relative_to(self.path)), str(info))
                         continue
+                    self.transparent += bool(info)
                     arrays.append(arr)
                     labels.append(label)
                 if arrays:

@@ -77,6 +77,9 @@ class NpzDataset:
             if x is None:
                 with np.load(path, allow_pickle=False) as npz:
                     x = npz["x"]
+            if x.ndim == 0:
+                raise DataError(f"x in {self.path!r} is a single number, not samples",
+                                "store x batch first: shape (N, ...) in the model's input layout")
             if self.labelled:
                 with np.load(path, allow_pickle=False) as npz:
                     y = self._check_labels(npz["y"], len(x), num_classes)

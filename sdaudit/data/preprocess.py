@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from sdaudit.data.base import InputLayout
+    from sdaudit.data.decode import Pixels
 
 INTERPOLATIONS = ("bilinear", "bicubic", "lanczos", "nearest")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,7 +62,7 @@ class Preprocess:
                 )
         if any(s == 0 for s in self.std):
             raise BadFlagError("--std contains 0", "standard deviations must be non-zero")
-        if self.scale <= 0:
+        if not 0 < self.scale < float("inf"):
             raise BadFlagError("--scale must be positive", "e.g. --scale 0.00392 (1/255)")
         if self.interpolation not in INTERPOLATIONS:
             raise BadFlagError(f"--interpolation {self.interpolation!r}",
@@ -106,10 +107,8 @@ def _resample(name: str) -> int:
     }[name]
 
 
-def to_array(img: Image.Image, pre: Preprocess, layout: InputLayout) -> np.ndarray:
-    """One decoded image → one sample in the model's layout (float32)."""
-    channels = layout.channels or 1
-    img = img.convert("L" if channels == 1 else "RGB")
+def _fit(img: Image.Image, pre: Preprocess, layout: InputLayout) -> Image.Image:
+    """Step 2: resize (and centre-crop) one image or one channel plane to the model's input."""
     target = layout.image_size or (pre.crop, pre.crop)
     height, width = int(target[0] or img.height), int(target[1] or img.width)
     resample = _resample(pre.interpolation)
@@ -123,9 +122,11 @@ def to_array(img: Image.Image, pre: Preprocess, layout: InputLayout) -> np.ndarr
         img = img.crop((left, top, left + width, top + height))
     elif img.size != (width, height):
         img = img.resize((width, height), resample)
-    arr = np.asarray(img, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
+    return img
+
+
+def _normalize(arr: np.ndarray, pre: Preprocess, layout: InputLayout) -> np.ndarray:
+    """Step 3 on [H, W, C] pixels on the 8-bit scale, then the model's layout."""
     if pre.bgr:
         arr = arr[:, :, ::-1]
     mean = np.asarray(pre.mean, dtype=np.float32)
@@ -134,3 +135,21 @@ def to_array(img: Image.Image, pre: Preprocess, layout: InputLayout) -> np.ndarr
     if not layout.channels_last:
         arr = arr.transpose(2, 0, 1)
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def to_array(img: Image.Image, pre: Preprocess, layout: InputLayout) -> np.ndarray:
+    """One decoded 8-bit image → one sample in the model's layout (float32)."""
+    channels = layout.channels or 1
+    arr = np.asarray(_fit(img.convert("L" if channels == 1 else "RGB"), pre, layout),
+                     dtype=np.float32)
+    return _normalize(arr[:, :, None] if arr.ndim == 2 else arr, pre, layout)
+
+
+def pixels_to_array(pixels: Pixels, pre: Preprocess, layout: InputLayout) -> np.ndarray:
+    """One image as :func:`sdaudit.data.decode.read_pixels` gives it → one sample: 8-bit images
+    as :func:`to_array`; deeper ones plane by plane in float (no rounding to 8 bits)."""
+    if pixels.image is not None:
+        return to_array(pixels.image, pre, layout)
+    arr = np.stack([np.asarray(_fit(p, pre, layout), dtype=np.float32) for p in pixels.planes],
+                   axis=-1)
+    return _normalize(arr, pre, layout)

@@ -16,7 +16,32 @@ from typing import Any
 import numpy as np
 
 from sdaudit.data.base import InputLayout, SkipLog
-from sdaudit.errors import DataError
+from sdaudit.errors import DataError, first_line
+
+
+def _numbers(x: Any, what: str) -> np.ndarray:
+    """A batch as a numeric array; anything else is the script's error, named."""
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"the loader script's {what} are not an array: {first_line(exc)}",
+                        "yield numpy arrays") from None
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
+                                     or np.issubdtype(arr.dtype, np.floating)):
+        raise DataError(f"the loader script yields {what} of dtype {arr.dtype}; numbers are needed",
+                        "yield numeric numpy arrays")
+    return arr
+
+
+def _labels(y: Any) -> np.ndarray:
+    """Labels as int64 class indices: integers, or floats that are whole numbers (0.5 is refused,
+    never truncated)."""
+    arr = _numbers(y, "labels")
+    if np.issubdtype(arr.dtype, np.floating) and not (
+            np.all(np.isfinite(arr)) and np.all(np.mod(arr, 1) == 0)):
+        raise DataError("the loader script yields labels that are not whole numbers",
+                        "labels are integer class indices 0..K-1")
+    return arr.astype(np.int64)
 
 
 class ScriptDataset:
@@ -38,7 +63,7 @@ class ScriptDataset:
         module = importlib.util.module_from_spec(module_spec)
         try:
             module_spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a script's sys.exit() must not end sdaudit
             raise DataError(f"--data-loader-script {str(path)!r} failed to import: "
                             f"{type(exc).__name__}: {exc}") from None
         name = func_name or "load_data"
@@ -62,11 +87,12 @@ class ScriptDataset:
                     x, y = item[0], (item[1] if len(item) > 1 else None)
                 else:
                     x, y = item, None
-                yield np.asarray(x), None if y is None else np.asarray(y)
+                yield _numbers(x, "samples"), None if y is None else _labels(y)
         except DataError:
             raise
-        except Exception as exc:
-            raise DataError(f"the loader script failed: {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:
+            raise DataError(f"the loader script failed: {type(exc).__name__}: {first_line(exc)}",
+                            "run its function on its own to see the traceback") from None
 
     def _count(self) -> tuple[int, bool]:
         n, labelled = 0, None

@@ -230,6 +230,10 @@ def load_model(
         load_external_data_for_model(model, str(p.parent))
     except OSError as exc:
         raise ModelError(f"cannot read the model's external data: {exc}") from None
+    except ValueError as exc:  # onnx: a file shorter than the offsets and lengths it names
+        raise ModelError(f"the external data of {str(p)!r} is truncated or does not match the "
+                         f"model: {first_line(exc)}",
+                         "copy the weights file(s) again, or re-export the model") from None
     default_opset(model)
     from sdaudit.model.order import is_sorted, sort_nodes
 

@@ -31,7 +31,9 @@ def gate(config: AuditConfig, summary_auc: float | None) -> GateResult:
     if gate.baseline_report is not None:
         old_auc = baseline_auc(gate.baseline_report)
         max_drop = gate.max_drop if gate.max_drop is not None else 0.0
-        drop = None if summary_auc is None else old_auc - summary_auc
+        # The baseline's AUC was stored to 7 significant digits: compare this run's at the same
+        # precision, or an identical rerun "drops" by the rounding (4e-8) and fails the gate.
+        drop = None if summary_auc is None else old_auc - float(f"{summary_auc:.7g}")
         ok = drop is not None and drop <= max_drop + 1e-12
         msg = (f"ablation AUC {summary_auc:.3f} vs baseline {old_auc:.3f}: drop {drop:+.3f} "
                f"(allowed {max_drop:.3f})" if drop is not None else "no ablation AUC measured")

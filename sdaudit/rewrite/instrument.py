@@ -83,8 +83,8 @@ def instrument(
 ) -> InstrumentedModel:
     """Add mask (and optionally fill and noise) inputs and statistics outputs at ``layers``.
 
-    ``seed`` seeds the in-graph RandomNormalLike of each layer (seed + layer position), so a run
-    that feeds the same controls in the same order draws the same noise. ``noise_source="input"``:
+    ``seed`` seeds the in-graph RandomNormalLike of each layer (:func:`graph_seed`), so a run that
+    feeds the same controls in the same order draws the same noise. ``noise_source="input"``:
     the draw is a graph input ``<T>.eps`` instead (needs T's shape known but for the batch).
     """
     import onnx
@@ -194,7 +194,7 @@ def instrument(
             else:
                 # Drawn in float32 (the draw's kernels exist for float32 everywhere), then cast.
                 eps = op("RandomNormalLike", [current], EPS_SUFFIX,
-                         {"mean": 0.0, "scale": 1.0, "seed": float(seed + position),
+                         {"mean": 0.0, "scale": 1.0, "seed": graph_seed(seed, position),
                           "dtype": _onnx_type(np.float32)}, dtype=np.float32)
                 eps = to_type(eps, work, EPS_SUFFIX)
             scaled = op("Mul", [eps, sd_var], ".noise")
@@ -295,6 +295,19 @@ def neutral_controls(inst: InstrumentedModel, batch: int = 1) -> dict[str, np.nd
     return feeds
 
 
+EXACT_FLOAT_SEEDS = 2**24  # ONNX stores RandomNormalLike's seed as a float32: exact below 2^24
+
+
+def graph_seed(seed: int, position: int) -> float:
+    """The in-graph seed of the layer at ``position``: ``seed + position`` where a float32 holds
+    it exactly; above 2^24 (where float32 would merge neighbouring seeds) a hash of both."""
+    value = seed + position
+    if value < EXACT_FLOAT_SEEDS:
+        return float(value)
+    state = np.random.SeedSequence([seed, position]).generate_state(1)[0]
+    return float(int(state) % EXACT_FLOAT_SEEDS)
+
+
 def noise_generator(inst: InstrumentedModel, seed: int) -> onnx.ModelProto:
     """A model drawing the standard-normal ``<T>.eps`` of each layer of ``inst``::
 
@@ -314,7 +327,7 @@ def noise_generator(inst: InstrumentedModel, seed: int) -> onnx.ModelProto:
             "ConstantOfShape", [name + "_shape"], [name + "_zeros"],
             value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])))
         nodes.append(helper.make_node("RandomNormalLike", [name + "_zeros"], [name],
-                                      mean=0.0, scale=1.0, seed=float(seed + position)))
+                                      mean=0.0, scale=1.0, seed=graph_seed(seed, position)))
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
                                                      ["eps_batch", *layer.shape[1:]]))
     graph = helper.make_graph(nodes, "sdaudit_noise", inputs, outputs)

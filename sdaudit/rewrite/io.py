@@ -45,12 +45,16 @@ def _stage_with_external_data(outputs: Outputs, model: onnx.ModelProto, out: Pat
 
 def save_instrumented(model: Path, out: Path, select: str, *, noise: bool = True, seed: int = 0,
                       input_shape: str | None = None) -> InstrumentSummary:
+    from sdaudit.config import MAX_SEED
+    from sdaudit.errors import BadFlagError
     from sdaudit.model.layers import discover_layers, select_layers
     from sdaudit.model.load import load_model, parse_input_shapes
     from sdaudit.outputs import Outputs
     from sdaudit.paths import PathPlan, Use, model_reads
     from sdaudit.rewrite.instrument import instrument, verify_equivalence
 
+    if not 0 <= seed <= MAX_SEED:
+        raise BadFlagError(f"--seed {seed}: seeds are integers from 0 to 2^63 − 1", "e.g. --seed 0")
     weights = out.with_name(out.name + ".data")  # beside the model, past protobuf's 2 GB limit
     plan = PathPlan(model_reads(model), (Use("--output", out),))
     plan.check()

@@ -94,8 +94,14 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
         notes.append("the data has no labels: the unablated model's predictions stand in, so "
                      "accuracy is agreement with the unablated model (see also kl_mean)")
     if data.skipped.count:
+        why = "; ".join(f"{n}: {reason}" for reason, n in data.skipped.reasons.items())
         notes.append(f"{data.skipped.count} unreadable images skipped "
-                     f"(first: {', '.join(data.skipped.examples)})")
+                     f"(first: {', '.join(data.skipped.examples)}; {why})")
+    transparent = int(getattr(data, "transparent", 0))
+    if transparent:
+        notes.append(f"{transparent} images have transparent pixels: their alpha was "
+                     "dropped (colour channels as stored, as PIL's convert('RGB') and "
+                     "torchvision's loader read them)")
     if base.correct == 0 and data.labelled:
         raise DataError(
             "the unablated model gets no sample right on this data: nothing to measure",

@@ -200,3 +200,12 @@ def test_a_scan_skips_and_names_unreadable_kinds(tmp_path, capsys):
     notes = " ".join(data["summary"]["notes"])
     assert "floating-point pixels" in notes
     assert "1 images have transparent pixels" in notes
+
+
+def test_a_panorama_that_resizing_would_blow_up_is_skipped(tmp_path):
+    """The shorter side to --resize makes the long side of a 4000×2 strip 16 million pixels:
+    skipped with the reason before PIL allocates it."""
+    Image.new("L", (4000, 2)).save(tmp_path / "strip.png")
+    layout = InputLayout("x", (H, W, 1), "float32", channels_last=True)
+    with pytest.raises(UnreadableImageError, match="pixel limit"):
+        pixels_to_array(read_pixels(tmp_path / "strip.png", 1), Preprocess(resize=8000), layout)

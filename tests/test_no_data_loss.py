@@ -301,6 +301,7 @@ def test_an_identical_rerun_passes_its_own_baseline(work, capsys):
     ({"summary": {"ablation_auc": "high"}}, ("summary.ablation_auc has the wrong type",)),
     ({"model": {"sha256": "x"}}, ("no model.path",)),
     ({"baseline": None}, ("no baseline",)),
+    ({"summary": {"ablation_auc_ci": [0.5]}}, ("ablation_auc_ci is not two numbers",)),
 ])
 def test_baseline_and_compare_share_one_checked_reader(work, capsys, change, words):
     """A report of another major version (or with fields of the wrong type) is refused the same

@@ -125,6 +125,9 @@ CASES: list[tuple[str, Callable[[Path], Path], Callable[[Path], object] | None, 
     ("max drop nan", _counting, _data, ["--baseline", "b.json", "--max-drop", "nan"],
      ("--max-drop",)),
     ("scale nan", _rgb, _flat_images_with_labels("a.png 0\n"), ["--scale", "nan"], ("--scale",)),
+    # --resize 100000 made every 5×5 picture 10^10 pixels: the process was killed for memory
+    ("resize past the pixel limit", _rgb, _flat_images_with_labels("a.png 0\n"),
+     ["--resize", "100000"], ("--resize 100000", "at most 8192")),
 ]
 
 

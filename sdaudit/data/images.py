@@ -28,6 +28,11 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 
+def _raise(exc: OSError) -> None:
+    """os.walk skips folders it cannot read in silence; a class folder must not lose images so."""
+    raise exc
+
+
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
@@ -66,7 +71,7 @@ class ImageFolderDataset:
             mapping, self.class_names, self.matched_by = map_folders(folders, class_names,
                                                                      num_classes)
             for name in folders:
-                for dirpath, _dirs, names in os.walk(root / name):
+                for dirpath, _dirs, names in os.walk(root / name, onerror=_raise):
                     files.extend((Path(dirpath) / f, mapping[name]) for f in sorted(names)
                                  if _is_image(Path(f)))
             self.kind = "image-folder"
@@ -127,6 +132,8 @@ class ImageFolderDataset:
             return None, "not an image PIL can read"
         except Image.DecompressionBombError:
             return None, "larger than PIL's decompression-bomb limit"
+        except PermissionError as exc:
+            return None, f"not readable ({exc.strerror})"
         except (OSError, ValueError, SyntaxError, EOFError, MemoryError):
             return None, "truncated or corrupt"
 

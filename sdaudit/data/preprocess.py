@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ INTERPOLATIONS = ("bilinear", "bicubic", "lanczos", "nearest")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PRESETS = ("none", "imagenet")
+MAX_RESIZED_PIXELS = 1 << 26  # 67 M pixels: past that one resized image takes > 800 MB in float
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class Preprocess:
             raise BadFlagError(f"--interpolation {self.interpolation!r}",
                                f"choose one of {', '.join(INTERPOLATIONS)}")
         size = layout.image_size
+        if self.resize is not None and self.resize**2 > MAX_RESIZED_PIXELS:
+            raise BadFlagError(
+                f"--resize {self.resize} makes images of at least {self.resize}×{self.resize} "
+                "pixels", f"the shorter side takes at most {math.isqrt(MAX_RESIZED_PIXELS)}")
         if self.resize is not None and size is not None and self.resize < min(size):
             raise BadFlagError(
                 f"--resize {self.resize} is smaller than the model's input {size[0]}×{size[1]}",
@@ -116,6 +122,11 @@ def _fit(img: Image.Image, pre: Preprocess, layout: InputLayout) -> Image.Image:
         w, h = img.size
         ratio = pre.resize / min(w, h)
         new = (max(width, round(w * ratio)), max(height, round(h * ratio)))
+        if new[0] * new[1] > MAX_RESIZED_PIXELS:  # a panorama: its long side grows with --resize
+            from sdaudit.data.decode import UnreadableImageError
+
+            raise UnreadableImageError(f"{new[0]}×{new[1]} after --resize, past the "
+                                       f"{MAX_RESIZED_PIXELS:,}-pixel limit")
         if new != img.size:
             img = img.resize(new, resample)
         left, top = (img.width - width) // 2, (img.height - height) // 2

@@ -86,6 +86,11 @@ def read_report(path: str | Path, flag: str = "report") -> dict[str, Any]:
                 if sub is not None and not _type_ok(item, sub):
                     raise _fail(flag, p, f"is not a valid sdaudit report ({section}.{name} has "
                                 "the wrong type)")
+    ci = data["summary"].get("ablation_auc_ci")
+    if ci is not None and (len(ci) != 2 or not all(_type_ok(v, {"type": ["number", "null"]})
+                                                   for v in ci)):
+        raise _fail(flag, p, "is not a valid sdaudit report (summary.ablation_auc_ci is not "
+                    "two numbers)")
     return data
 
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from sdaudit.errors import ModelError, first_line
+from sdaudit.errors import ModelError, ort_message
 
-_STATUS = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (?:Non-zero status code returned "
-                     r"while running (?P<op>\S+ node)\. Name:'[^']*' Status Message: )?")
+# What ORT puts before the message of a kernel that failed.
+_KERNEL = re.compile(r"^Non-zero status code returned while running (?P<op>\S+ node)\. "
+                     r"Name:'[^']*' Status Message: ")
 
 
 def is_ort_error(exc: BaseException) -> bool:
@@ -26,14 +27,11 @@ def is_ort_error(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("onnxruntime")
 
 
-def ort_message(exc: BaseException) -> str:
-    """ONNX Runtime's status message without its boilerplate."""
-    text = first_line(exc, 400)
-    match = _STATUS.match(text)
-    if match is None:
-        return text
-    rest = text[match.end():]
-    return f"{match.group('op')}: {rest}" if match.group("op") else rest
+def short_message(exc: BaseException) -> str:
+    """ONNX Runtime's message (errors.ort_message) without the kernel-failure boilerplate."""
+    text = ort_message(exc, 400)
+    match = _KERNEL.match(text)
+    return text if match is None else f"{match.group('op')}: {text[match.end():]}"
 
 
 def data_failure(model_bytes: bytes, input_name: str,
@@ -48,7 +46,7 @@ def data_failure(model_bytes: bytes, input_name: str,
         except Exception as exc:
             if not is_ort_error(exc):
                 raise
-            return ort_message(exc)
+            return short_message(exc)
     return None
 
 

@@ -125,15 +125,20 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
     from sdaudit.data.classes import names_from_metadata
     from sdaudit.model.layers import discover_layers, select_layers
     from sdaudit.ort import usable_cores
+    from sdaudit.report import baseline
     from sdaudit.report.build import figures
-    from sdaudit.report.gate import baseline_auc, gate
+    from sdaudit.report.gate import baseline_auc, judge
     from sdaudit.runtime.engine import Engine
     from sdaudit.runtime.estimate import Calibrator
     from sdaudit.runtime.passes import execute
 
     config = config or AuditConfig()
+    old: dict[str, Any] | None = None
+    baseline_notes: list[str] = []
     if config.gate.baseline_report is not None:
         baseline_auc(config.gate.baseline_report)  # a bad --baseline fails before any work
+        old = baseline.load(config.gate.baseline_report)
+        baseline_notes = baseline.check_settings(old, config.to_dict(), config.gate.baseline_report)
     hooks = hooks or Hooks()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -164,6 +169,10 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
     sel_data = (open_dataset(selectivity_data, layout, num_classes=num_classes,
                              options=replace(opts, loader_script=None), workers=workers)
                 if selectivity_data is not None else data)
+    if old is not None and config.gate.baseline_report is not None:
+        baseline.check_subject(old, tuple((la.name, la.channels) for la in layers),
+                               {**data.describe(), "samples": data.num_samples},
+                               config.gate.baseline_report)
     engine = Engine(loaded, layers, device=config.device, threads=config.threads,
                     ablation_value=config.ablation_value, noise=config.wants("noise"),
                     seed=config.seed,
@@ -213,6 +222,9 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
                    fused=fused, progress=hooks.progress,
                    calibrator=calibrator, importance=imp)
     figs = figures(table, meas, config)
+    summary, verdict = judge(config, figs, old, meas.counts.n)
+    if baseline_notes:
+        summary = replace(summary, notes=(*baseline_notes, *summary.notes))
     counts = meas.counts
     class_names = list(data.class_names) if data.class_names else None
     finished = datetime.now(timezone.utc)
@@ -235,7 +247,7 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
                     else {"fp16_prediction_change": engine.fp16_changed})},
         config=config.to_dict(), baseline=figs.baseline, layers=figs.layers,
         ablation=figs.ablation, noise=figs.noise, importance=figs.importance,
-        summary=figs.summary, gate=gate(config, figs.summary.ablation_auc),
+        summary=summary, gate=verdict,
         run={"started": started.isoformat(timespec="seconds"),
              "finished": finished.isoformat(timespec="seconds"),
              "duration_s": round(time.perf_counter() - t0, 3),

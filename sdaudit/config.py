@@ -31,13 +31,21 @@ class RiskThresholds:
         return "high"
 
 
+GATE_MODES = ("point", "significant")
+
+
 @dataclass(frozen=True)
 class Gate:
-    """CI gate: fail under an absolute AUC, or on a drop against an earlier report."""
+    """CI gate: fail under an absolute AUC, or on a drop against an earlier report.
+
+    ``mode`` of the drop: "point" fails when the measured drop exceeds ``max_drop``;
+    "significant" only when the whole 95 % interval of the drop does (the drop is more than
+    ``max_drop`` beyond what draws and images explain)."""
 
     fail_under: float | None = None
     baseline_report: str | None = None
     max_drop: float | None = None
+    mode: str = "point"
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,10 @@ class AuditConfig:
     layers: str = "default"
     measures: tuple[str, ...] = MEASURES
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS
-    draws: int = 5
+    draws: int | str = "auto"  # "auto": add draws until the AUC's interval is narrow enough
     seed: int = 0
+    ci_target: float = 0.01  # --draws auto: the 95 % half-width of the ablation AUC to reach
+    max_draws: int = 50  # --draws auto: at most this many draws
     noise_levels: tuple[float, ...] = DEFAULT_NOISE_LEVELS
     ablation_value: str = "zero"  # "mean": clamp to the unit's mean instead (a variant)
     per_layer: bool = True
@@ -99,8 +109,21 @@ class AuditConfig:
         if not 0 <= self.seed <= MAX_SEED:
             raise BadFlagError(f"--seed {self.seed}: seeds are integers from 0 to 2^63 − 1",
                                "e.g. --seed 0")
-        if self.draws < 1:
-            raise BadFlagError(f"--draws {self.draws}: at least one draw is needed", "e.g. --draws 5")
+        if self.draws != "auto" and (isinstance(self.draws, str) or self.draws < 1):
+            raise BadFlagError(f"--draws {self.draws}: at least one draw is needed",
+                               "e.g. --draws 5, or --draws auto")
+        if not self.ci_target > 0:
+            raise BadFlagError(f"--ci-target {self.ci_target}: the half-width to reach must be "
+                               "positive", "e.g. --ci-target 0.01")
+        if self.max_draws < 2:
+            raise BadFlagError(f"--max-draws {self.max_draws}: auto needs at least 2 draws to "
+                               "estimate an interval", "e.g. --max-draws 50")
+        if self.gate.mode not in GATE_MODES:
+            raise BadFlagError(f"--gate {self.gate.mode}: unknown gate mode",
+                               f"choose {' or '.join(GATE_MODES)}")
+        if self.gate.mode == "significant" and self.gate.max_drop is None:
+            raise BadFlagError("--gate significant tests the drop against --baseline",
+                               "add --baseline OLD.json --max-drop D")
         if any(not a > 0 for a in self.noise_levels) or not self.noise_levels:
             raise BadFlagError("--noise-levels must be positive multiples of each unit's s.d.")
         if self.ablation_value not in ABLATION_VALUES:

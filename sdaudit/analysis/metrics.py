@@ -101,6 +101,8 @@ class Metric:
         logp = _log_probs(scores, self.probabilities).reshape(g, m, -1)
         pred = np.argmax(scores, axis=1).reshape(g, m)
         hit = pred == targets[None, :]
+        if counts.hits is not None:  # per-item outcomes, for the intervals (runtime.moments)
+            counts.hits[rows] = hit
         counts.correct[rows] += hit.sum(axis=1)
         loss = -logp[:, np.arange(m), targets]
         counts.loss[rows] += np.nansum(loss, axis=1)
@@ -231,6 +233,8 @@ class RelativeChange(Metric):
         n = len(ref.flat)
         flat = out.reshape(g, n, -1).astype(np.float64)
         score, rel2, one_minus_cos = self._scores(flat, ref.flat)
+        if counts.hits is not None:  # per-item outcomes, for the intervals (runtime.moments)
+            counts.hits[rows] = score
         counts.correct[rows] += score.sum(axis=1)
         counts.agree[rows] += score.sum(axis=1)
         counts.loss[rows] += rel2.sum(axis=1)

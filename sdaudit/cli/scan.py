@@ -36,6 +36,21 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class GateMode(str, Enum):
+    point = "point"
+    significant = "significant"
+
+
+def _draws(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise BadFlagError(f"--draws {text!r} is neither a number nor auto",
+                           "e.g. --draws 10, or --draws auto") from None
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
@@ -111,14 +126,19 @@ class _CliHooks:
                   f"{', '.join(parts) or 'none'}; {plan.stats_runs} unablated "
                   f"run{'s' if plan.stats_runs != 1 else ''}; {plan.passes} "
                   f"pass{'es' if plan.passes != 1 else ''} over the data; "
-                  f"{plan.units:,} units in {plan.layers} layers")
+                  f"{plan.units:,} units in {plan.layers} layers"
+                  + (f"; draws auto: {plan.draws} first, up to {plan.max_draws} "
+                     f"(≤ {plan.max_forward_passes:,} forward passes)"
+                     if plan.max_draws > plan.draws else ""))
 
     def estimate(self, estimate: Any) -> None:
         self.last_estimate = estimate
         parts = ", ".join(f"{k} {v:,.1f} s" for k, v in estimate.by_measure.items())
         self._say("estimated time", f"{estimate.total_s:,.1f} s (start-up "
                   f"{estimate.setup_s:,.1f} s, {parts}; calibrated on "
-                  f"{estimate.calibrated_on} samples)")
+                  f"{estimate.calibrated_on} samples)"
+                  + (f"; up to {estimate.most_s:,.1f} s if --draws auto needs its most"
+                     if estimate.most_s is not None else ""))
 
     def progress(self, phase: str, done: int, total: int) -> None:
         if self.quiet:
@@ -171,7 +191,12 @@ def scan(
                                 "ordered, noise, importance."),
     fractions: str = typer.Option("0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
                                   help="Fractions of units to ablate, increasing, in [0, 1]."),
-    draws: int = typer.Option(5, help="Random permutations (and noise draws) per point."),
+    draws: str = typer.Option("auto", help="Random permutations per point: a number, or auto "
+                              "(add draws until the ablation AUC's 95% half-width is at most "
+                              "--ci-target, at most --max-draws). Noise runs the first 5 (or N)."),
+    ci_target: float = typer.Option(0.01, help="--draws auto: the 95% half-width of the "
+                                    "ablation AUC to reach."),
+    max_draws: int = typer.Option(50, help="--draws auto: at most this many draws."),
     seed: int = typer.Option(0, help="Seed of every random draw."),
     noise_levels: str = typer.Option("0.0316,0.1,0.316,1,3.16,10",
                                      help="Noise s.d. as multiples α of each unit's own s.d."),
@@ -266,6 +291,9 @@ def scan(
                                          "model family.", show_default=False),
     max_drop: float | None = typer.Option(None, help="Gate: fail when the AUC falls more than "
                                           "this below --baseline's.", show_default=False),
+    gate_mode: GateMode = typer.Option(GateMode.point, "--gate", help="point: --max-drop fails "
+                                       "on the drop measured; significant: only when the 95% "
+                                       "interval of the drop lies wholly above --max-drop."),
     risk_thresholds: str = typer.Option("0.7,0.5", help="Ablation AUC bounds LOW,MEDIUM of the "
                                         "risk grades."),
     top: int = typer.Option(10, help="Most selective units to list."),
@@ -309,7 +337,7 @@ def scan(
             config = AuditConfig(
                 layers=select, measures=measures,
                 fractions=parse_floats(fractions, "--fractions") or (),
-                draws=draws, seed=seed,
+                draws=_draws(draws), seed=seed, ci_target=ci_target, max_draws=max_draws,
                 noise_levels=parse_floats(noise_levels, "--noise-levels") or (),
                 ablation_value=ablation_value.value, per_layer=per_layer, mi_bins=mi_bins,
                 chunk_size=chunk_size, device=device.value, threads=threads,
@@ -317,7 +345,8 @@ def scan(
                 importance_samples=importance_samples, closed_form=closed_form,
                 metric=metric, class_axis=class_axis,
                 risk=RiskThresholds(risk[0], risk[1]),
-                gate=Gate(fail_under, None if baseline is None else str(baseline), max_drop),
+                gate=Gate(fail_under, None if baseline is None else str(baseline), max_drop,
+                          gate_mode.value),
             )
             from sdaudit.data import DataOptions, Sampling
             from sdaudit.data.classes import read_class_names

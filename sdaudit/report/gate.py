@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from sdaudit.report.model import GateCheck, GateResult
+from sdaudit.report.model import GateCheck, GateResult, Summary
 
 if TYPE_CHECKING:
     from sdaudit.config import AuditConfig
+    from sdaudit.report.build import Figures
 
 
 def baseline_auc(path_text: str) -> float:
@@ -18,8 +20,32 @@ def baseline_auc(path_text: str) -> float:
     return ablation_auc(read_report(path_text, "--baseline"), "--baseline", path_text)
 
 
-def gate(config: AuditConfig, summary_auc: float | None) -> GateResult:
-    """The gate's checks on the ablation AUC: ``--fail-under`` and ``--baseline``/``--max-drop``."""
+def judge(config: AuditConfig, figs: Figures, old: dict[str, Any] | None,
+          samples: int) -> tuple[Summary, GateResult]:
+    """The summary with what the verdict rests on, and the gate. ``old``: the --baseline report
+    (already checked like with like, report.baseline), whose drop gets its interval."""
+    from sdaudit.report import baseline
+
+    summary = figs.summary
+    if old is None:
+        return summary, gate(config, summary.ablation_auc)
+    joint = figs.ablation.joint if figs.ablation is not None else None
+    diff = None
+    if joint is not None and figs.joint_interval is not None:
+        diff = baseline.drop(old, figs.joint_interval, joint.auc_draws, config.to_dict(), samples)
+    check = baseline.drop_check(diff, float(old["summary"]["ablation_auc"]),
+                                summary.ablation_auc,
+                                config.gate.max_drop if config.gate.max_drop is not None else 0.0,
+                                config.gate.mode)
+    summary = replace(summary, risk_basis="baseline",
+                      baseline_difference=baseline.difference_dict(diff))
+    return summary, gate(config, summary.ablation_auc, check)
+
+
+def gate(config: AuditConfig, summary_auc: float | None,
+         drop: GateCheck | None = None) -> GateResult:
+    """The gate's checks on the ablation AUC: ``--fail-under`` and ``--baseline``/``--max-drop``
+    (``drop``: its check, from report.baseline, with the drop's interval)."""
     checks: list[GateCheck] = []
     gate = config.gate
     if gate.fail_under is not None:
@@ -28,16 +54,8 @@ def gate(config: AuditConfig, summary_auc: float | None) -> GateResult:
             "fail_under", ok, summary_auc, gate.fail_under,
             f"ablation AUC {summary_auc:.3f} {'≥' if ok else '<'} {gate.fail_under:.3f}"
             if summary_auc is not None else "no ablation AUC measured"))
-    if gate.baseline_report is not None:
-        old_auc = baseline_auc(gate.baseline_report)
-        max_drop = gate.max_drop if gate.max_drop is not None else 0.0
-        # The baseline's AUC was stored to 7 significant digits: compare this run's at the same
-        # precision, or an identical rerun "drops" by the rounding (4e-8) and fails the gate.
-        drop = None if summary_auc is None else old_auc - float(f"{summary_auc:.7g}")
-        ok = drop is not None and drop <= max_drop + 1e-12
-        msg = (f"ablation AUC {summary_auc:.3f} vs baseline {old_auc:.3f}: drop {drop:+.3f} "
-               f"(allowed {max_drop:.3f})" if drop is not None else "no ablation AUC measured")
-        checks.append(GateCheck("max_drop", ok, drop, max_drop, msg))
+    if drop is not None:
+        checks.append(drop)
     passed = all(c.passed for c in checks)
     verdict = ("no gate set" if not checks else "passed" if passed else
                "failed: " + "; ".join(c.message for c in checks if not c.passed))

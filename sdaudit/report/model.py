@@ -12,7 +12,8 @@ SCHEMA_VERSION = "1.3"  # MAJOR.MINOR: a minor version only adds fields
 class Curve:
     """Accuracy as units are removed (x = fraction of units) or noise grows (x = α).
 
-    Per point: mean, s.d. and 95 % t-interval over draws of the accuracy; the same normalized by
+    Per point: mean and s.d. over draws of the accuracy, and its 95 % interval over draws and
+    images (see analysis.intervals; None with one draw of a random curve); the mean normalized by
     the unablated accuracy; mean loss; agreement with the unablated predictions and KL divergence
     of the perturbed outputs from the unperturbed ones.
     """
@@ -21,17 +22,21 @@ class Curve:
     units_ablated: tuple[int, ...]
     accuracy_mean: tuple[float, ...]
     accuracy_std: tuple[float, ...]
-    accuracy_ci_low: tuple[float, ...]
-    accuracy_ci_high: tuple[float, ...]
+    accuracy_ci_low: tuple[float | None, ...]
+    accuracy_ci_high: tuple[float | None, ...]
     normalized_mean: tuple[float, ...]
     loss_mean: tuple[float, ...]
     agreement_mean: tuple[float, ...]
     kl_mean: tuple[float, ...]  # KL(unperturbed ‖ perturbed output), nats per sample
     draws: int
     auc: float  # normalized area under the curve (see analysis.curves.normalized_auc)
-    auc_ci_low: float
-    auc_ci_high: float
+    auc_ci_low: float | None  # None: one draw, no interval (see ``interval``)
+    auc_ci_high: float | None
     class_auc: tuple[float, ...] = ()  # per-class normalized AUC (which classes collapse first)
+    auc_draws: tuple[float, ...] = ()  # the AUC of each draw, in draw order (paired compare)
+    auc_draw_se: float | None = None  # s.e. of the AUC from the draws (None: one draw)
+    auc_image_se: float | None = None  # s.e. of the AUC from the images (delta method)
+    interval: str = ""  # what the intervals account for, or why there are none
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class GateCheck:
     value: float | None
     threshold: float | None
     message: str
+    interval: tuple[float | None, float | None] | None = None  # 95 % interval of ``value``
+    mode: str = "point"  # "significant": fails only when the whole interval is past threshold
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,13 @@ class Summary:
     risk_thresholds: dict[str, float]
     per_layer_auc: dict[str, float]
     notes: tuple[str, ...]
+    # how many draws the ablation curves got and why: mode, used, first, max, target,
+    # half_width (achieved), stopped ("fixed", "target", "images", "max_draws", "passes")
+    draws: dict[str, Any] = field(default_factory=dict)
+    # what the verdict rests on: "absolute" (the risk thresholds, a heuristic) or "baseline"
+    # (the difference to --baseline, a report of the same model family)
+    risk_basis: str = "absolute"
+    baseline_difference: dict[str, Any] | None = None  # AUC − baseline AUC with its interval
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,14 @@ curve_props = {
     "accuracy_ci_low": numarr, "accuracy_ci_high": numarr, "normalized_mean": numarr,
     "loss_mean": numarr, "agreement_mean": numarr, "kl_mean": numarr, "draws": {"type": "integer", "minimum": 1},
     "auc": num, "auc_ci_low": num, "auc_ci_high": num, "class_auc": numarr,
+    # 1.3: the AUC of each draw, the two parts of its variance, what the intervals cover
+    "auc_draws": numarr, "auc_draw_se": num, "auc_image_se": num, "interval": {"type": "string"},
 }
+CURVE_13 = ("auc_draws", "auc_draw_se", "auc_image_se", "interval")
 def curve(xname: str) -> dict[str, Any]:
     props = {xname: {"type": "array", "items": {"type": "number"}, "minItems": 1}, **curve_props}
-    return {"type": "object", "required": list(props), "properties": props, "additionalProperties": False}
+    required = [k for k in props if k not in CURVE_13]  # reports of 1.2 lack them
+    return {"type": "object", "required": required, "properties": props, "additionalProperties": False}
 tensor = {"type": "object", "required": ["name", "dtype", "shape"], "properties": {
     "name": {"type": "string"}, "dtype": {"type": "string"},
     "shape": {"type": "array", "items": {"type": ["integer", "string", "null"]}}}}
@@ -54,7 +58,9 @@ ablation = {"type": ["object", "null"], "required": ["per_layer", "ordered"], "p
                 "low_to_high": curve("fractions")}, "additionalProperties": False}}}
 check = {"type": "object", "required": ["name", "passed", "value", "threshold", "message"],
          "properties": {"name": {"enum": ["fail_under", "max_drop"]}, "passed": {"type": "boolean"},
-                        "value": num, "threshold": num, "message": {"type": "string"}}}
+                        "value": num, "threshold": num, "message": {"type": "string"},
+                        "interval": {"type": ["array", "null"], "items": num},
+                        "mode": {"enum": ["point", "significant"]}}}
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://sdaudit.dev/schema/report-1.0.json",
@@ -127,7 +133,16 @@ SCHEMA: dict[str, Any] = {
             "noise_auc": num, "risk": {"enum": ["low", "medium", "high", None]},
             "risk_thresholds": {"type": "object", "required": ["low", "medium"]},
             "per_layer_auc": {"type": "object", "additionalProperties": num},
-            "notes": {"type": "array", "items": {"type": "string"}}}},
+            "notes": {"type": "array", "items": {"type": "string"}},
+            "draws": {"type": "object", "properties": {
+                "mode": {"enum": ["auto", "fixed"]}, "used": {"type": "integer", "minimum": 1},
+                "first": {"type": "integer"}, "max": {"type": "integer"}, "target": num,
+                "half_width": num, "passes": {"type": "integer"},
+                "stopped": {"enum": ["fixed", "target", "images", "max_draws", "passes"]}}},
+            "risk_basis": {"enum": ["absolute", "baseline"]},
+            "baseline_difference": {"type": ["object", "null"], "properties": {
+                "difference": num, "ci": {"type": "array", "items": num},
+                "paired": {"type": "boolean"}, "significant": {"type": "boolean"}}}}},
         "gate": {"type": "object", "required": ["passed", "checks", "verdict"], "properties": {
             "passed": {"type": "boolean"}, "checks": {"type": "array", "items": check},
             "verdict": {"type": "string"}}},

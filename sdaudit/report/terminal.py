@@ -90,7 +90,15 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
         lo, hi = s.ablation_auc_ci or (None, None)
         lines.append("ablation  ", style="dim")
         lines.append(f"AUC {_f(s.ablation_auc)}", style="bold")
-        lines.append(f"  95% CI [{_f(lo)}, {_f(hi)}]  (1.0 = no reliance on single units)\n")
+        shown = f"95% CI [{_f(lo)}, {_f(hi)}]" if lo is not None else "no interval (one draw)"
+        lines.append(f"  {shown}  (1.0 = no reliance on single units)\n")
+        d = s.draws
+        if d:
+            lines.append("draws     ", style="dim")
+            lines.append(f"{d['used']} ({d['mode']}"
+                         + (f", half-width {_f(d['half_width'])}, target {d['target']:g}, "
+                            f"stopped: {d['stopped'].replace('_', ' ')}" if d["mode"] == "auto"
+                            else "") + "); the interval covers draws and images\n")
     if s.noise_auc is not None:
         lines.append("noise     ", style="dim")
         lines.append(f"AUC {_f(s.noise_auc)}\n", style="bold")
@@ -98,8 +106,10 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
         lines.append("risk      ", style="dim")
         lines.append(s.risk.upper(), style=RISK_STYLE.get(s.risk, "bold"))
         lines.append(f"  (low ≥ {s.risk_thresholds['low']:.2f} > medium ≥ "
-                     f"{s.risk_thresholds['medium']:.2f} > high; compare against a sibling "
-                     "model for a firm verdict)\n")
+                     f"{s.risk_thresholds['medium']:.2f} > high: absolute thresholds"
+                     + ("; the verdict rests on the baseline)\n"
+                        if s.risk_basis == "baseline" else
+                        ", a heuristic; compare against a sibling model for a firm verdict)\n"))
     lines.append("gate      ", style="dim")
     gate_style = "green" if report.gate.passed else "bold red"
     lines.append(gate_text(asdict(report.gate)), style=gate_style)

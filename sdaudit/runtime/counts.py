@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from sdaudit.analysis.intervals import ImageMoments
+
 
 @dataclass
 class UnitStats:
@@ -88,6 +90,9 @@ class SweepCounts:
     # spread of per-sample changes (standard errors of importance on a sample of the data)
     dloss_sq: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dcorrect_sq: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # Scratch of the chunk being counted, not a count: its per-image hits [M, n], set by the
+    # engine while a sweep keeps image moments (runtime.moments), filled in by ``accumulate``.
+    hits: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def zeros(cls, configs: int, classes: int) -> SweepCounts:
@@ -109,7 +114,8 @@ class SweepCounts:
                            self.dloss_sq[rows], self.dcorrect_sq[rows])
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()}
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()
+                if k != "hits"}
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,9 @@ class PassResult:
     hist: np.ndarray | None = None  # [U, bins, K] counts
     mask_counts: SweepCounts | None = None
     noise_counts: SweepCounts | None = None
+    # per curve of the moment specs given: image moments of its area and points (intervals)
+    mask_moments: dict[str, ImageMoments] = field(default_factory=dict)
+    noise_moments: dict[str, ImageMoments] = field(default_factory=dict)
 
 
 def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

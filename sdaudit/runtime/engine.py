@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sdaudit.analysis.configs import MomentSpec
 from sdaudit.errors import DataError, InternalError, ModelError
 from sdaudit.runtime.counts import (
     Configs,
@@ -27,6 +28,7 @@ from sdaudit.runtime.counts import (
     UnitStats,
     unique_rows,
 )
+from sdaudit.runtime.moments import chunk_moments, merge_into, remap
 from sdaudit.runtime.suffix import Progress, out_of_memory
 
 # observe(out, means, y, logp) on every chunk of a statistics pass
@@ -101,6 +103,7 @@ class Engine:
                                prune=prune)
         self._suffix_s = 0.0  # one unperturbed suffix run per sample (last chunk)
         self._row_s: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
+        self._moments: tuple[MomentSpec | None, MomentSpec | None] = (None, None)
         self._pass_samples = 0
         self.cut = self.variants.cut
         self.num_classes: int | None = None
@@ -186,7 +189,9 @@ class Engine:
                  configs: Configs | None = None, unit_mean: np.ndarray | None = None,
                  progress: Progress | None = None, phase: str = "pass",
                  calibrated: Callable[[dict[str, Any]], None] | None = None,
-                 observe: Observer | None = None) -> PassResult:
+                 observe: Observer | None = None,
+                 moments: MomentSpec | None = None,
+                 noise_moments: MomentSpec | None = None) -> PassResult:
         """One pass over the data, doing per chunk everything that was asked for.
 
         ``stats``/``hist``: run the unperturbed model with its statistics outputs (unit
@@ -195,6 +200,8 @@ class Engine:
         ``observe(out, means, y, logp)``: called on every chunk of a statistics pass with the
         unperturbed output, the units' spatial means [n, U], the labels (or predictions) and
         the log-probabilities (closed-form importance reads them).
+        ``moments``/``noise_moments``: curves of the mask/noise configurations whose per-image
+        moments to keep (runtime.moments: what the intervals' image variance needs).
         """
         from sdaudit.rewrite.instrument import neutral_controls
 
@@ -207,6 +214,8 @@ class Engine:
             # Identical masks (every draw's fraction 0, say) give identical results: run each once.
             unique, expand = unique_rows(configs.masks)
             configs = Configs(unique, configs.noise_sd, configs.noise_draw)
+        self._moments = (None if moments is None or expand is None else remap(moments, expand),
+                         noise_moments)
         ctl = neutral_controls(self.variants.stats, 1)
         unit_idx = np.arange(self.units)
         total = data.num_samples * (1 + (0 if configs is None else
@@ -341,6 +350,13 @@ class Engine:
         y = self.metric.targets(labels, ref)  # one class per item (labels or predictions)
         if self.precision == "fp16" and self.fp16_changed is None:
             self.suffix.check_fp16(cut, n, base_out, self.metric)
+        mask_spec, noise_spec = self._moments
+        for spec, of, m in ((mask_spec, result.mask_counts, len(masks)),
+                            (noise_spec, result.noise_counts, len(noise_sd))):
+            # per item: a sample, or each of its positions; the masks' row 0 (the unperturbed
+            # model) serves every curve's normalization
+            if of is not None and (spec or (of is result.mask_counts and noise_spec)):
+                of.hits = np.zeros((m, len(y)))
         # Row 0 is the unperturbed model, which the statistics run just computed.
         self.metric.accumulate(result.mask_counts, np.arange(1), base_out, 1, y, ref)
         done_rows += n
@@ -375,4 +391,16 @@ class Engine:
                        if c is not None and (c is result.mask_counts or has_noise)}.values():
             counts.n += len(y)  # items: samples, or positions of every sample
             np.add.at(counts.class_counts, y, 1)
+        unperturbed_hits = result.mask_counts.hits
+        for spec, of, target in ((mask_spec, result.mask_counts, result.mask_moments),
+                                 (noise_spec, result.noise_counts, result.noise_moments)):
+            if spec and of is not None and of.hits is not None and unperturbed_hits is not None:
+                # the unit of the image variance is the sample: a sample's positions average
+                hits = of.hits.reshape(len(of.hits), n, -1).mean(axis=2)
+                # the unperturbed model's outcomes: row 0 of the masks (the statistics run)
+                base_hits = unperturbed_hits[0].reshape(n, -1).mean(axis=1)
+                merge_into(target, chunk_moments(spec, hits, base_hits))
+        for of in (result.mask_counts, result.noise_counts):
+            if of is not None:
+                of.hits = None
         return done[0]

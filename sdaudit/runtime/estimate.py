@@ -35,11 +35,15 @@ class Estimate:
     setup_s: float  # before the first pass
     by_measure: dict[str, float]  # "statistics" (prefix + unablated runs), then each measure
     calibrated_on: int  # samples of the calibration chunk of the sweep pass
+    # --draws auto: the total if it goes to --max-draws (more random-curve configurations, and
+    # a prefix and unablated run per extra pass); None where the draws are fixed
+    most_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"total_s": round(self.total_s, 3), "setup_s": round(self.setup_s, 3),
                 "by_measure": {k: round(v, 3) for k, v in self.by_measure.items()},
-                "calibrated_on": self.calibrated_on}
+                "calibrated_on": self.calibrated_on,
+                **({} if self.most_s is None else {"most_s": round(self.most_s, 3)})}
 
 
 @dataclass
@@ -103,7 +107,17 @@ class Calibrator:
         if self.closed_form_s:
             by["importance"] = by.get("importance", 0.0) + n * self.closed_form_s
         calibrated_on = int(sweep.get("samples", 0))
-        return Estimate(setup + sum(by.values()), setup, by, calibrated_on)
+        total = setup + sum(by.values())
+        most = None
+        if self.plan.max_draws > self.plan.draws:
+            # the random curves' cost scales with their draws; each extra pass reruns the
+            # prefix and the unperturbed model (the rows of the first batch are all random
+            # curves' when only ablation runs; otherwise "ablation" holds only theirs)
+            per_pass = n * (_known(sweep["prefix_s_per_sample"])
+                            + _known(sweep["stats_s_per_sample"]))
+            most = total + by.get("ablation", 0.0) * (self.plan.max_draws - self.plan.draws) \
+                / self.plan.draws + self.plan.extra_passes * per_pass
+        return Estimate(total, setup, by, calibrated_on, most)
 
 
 def _known(value: float) -> float:

@@ -8,7 +8,8 @@ mask and noise configuration, and the histogram of mutual information).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from sdaudit.errors import DataError, InternalError
 if TYPE_CHECKING:
     from sdaudit.analysis.configs import ConfigTable
     from sdaudit.analysis.importance import ImportanceEstimate
+    from sdaudit.analysis.intervals import ImageMoments
     from sdaudit.config import AuditConfig
     from sdaudit.data.base import Dataset
     from sdaudit.runtime.counts import SweepCounts, UnitStats
@@ -40,6 +42,21 @@ class Measurements:
     notes: tuple[str, ...]
     # per-unit importance over every unit and how it was measured (None: not asked)
     importance: tuple[ImportanceEstimate, dict[str, Any]] | None = None
+    # image moments of the curves of ``table.moments`` and of the noise curve
+    moments: dict[str, ImageMoments] = field(default_factory=dict)
+    noise_moments: dict[str, ImageMoments] = field(default_factory=dict)
+    # --draws auto: the random curves' later batches of draws, each its own table and pass
+    more: tuple[DrawBatch, ...] = ()
+    draws: dict[str, Any] = field(default_factory=dict)  # the report's summary.draws
+
+
+@dataclass(frozen=True)
+class DrawBatch:
+    """A later batch of draws of the random curves: its table, counts and image moments."""
+
+    table: ConfigTable
+    counts: SweepCounts
+    moments: dict[str, ImageMoments]
 
 
 def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Dataset,
@@ -51,7 +68,7 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
 
     Pre-condition: ``table`` holds the random-ablation blocks (and, when ``fused``, every
     block). Post-condition: ``counts`` has one row per row of ``table``."""
-    from sdaudit.analysis.configs import noise_rows
+    from sdaudit.analysis.configs import noise_moments, noise_rows
     from sdaudit.analysis.selectivity import class_means, mutual_information, selectivity_index
     from sdaudit.runtime.counts import Configs, HistSpec
 
@@ -71,7 +88,7 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
     if fused:
         first = engine.run_pass(data, stats=True, configs=Configs(table.masks),
                                 progress=progress, phase="sweeps", calibrated=calibrated,
-                                observe=observe)
+                                observe=observe, moments=table.moments)
     else:
         first = engine.run_pass(data, stats=True, progress=progress, phase="unablated pass",
                                 observe=observe)
@@ -133,13 +150,14 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
                 hist_spec = HistSpec(sel.unit_min, sel.unit_max, config.mi_bins)
     if fused:
         counts, noise_counts = first.mask_counts, first.noise_counts
+        sweep = first
     else:
         if config.wants("ordered") and si is not None:
             table.add_ordered(si, config.fractions)
         if imp is not None and not imp.sampled:
             table.add_importance(imp_units)
         noise_sd = np.zeros((0, table.units), dtype=np.float32)
-        noise_draw = np.tile(np.arange(config.draws), 0)
+        noise_draw = np.zeros(0, dtype=np.int64)
         if want_noise:
             noise_sd, noise_draw = noise_rows(base.elem_sd, config)
         unit_mean = base.mean.astype(np.float32) if config.ablation_value == "mean" else None
@@ -150,11 +168,13 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
                                    calibrator)
         # The estimate comes from the sweep pass itself: the statistics run costs something
         # else per sample than a configuration does.
-        second = engine.run_pass(data, configs=Configs(table.masks, noise_sd, noise_draw),
-                                 unit_mean=unit_mean, progress=progress, phase="sweeps",
-                                 hist=None if separate_hist else hist_spec, calibrated=calibrated)
-        counts, noise_counts = second.mask_counts, second.noise_counts
-        hist = second.hist
+        sweep = engine.run_pass(data, configs=Configs(table.masks, noise_sd, noise_draw),
+                                unit_mean=unit_mean, progress=progress, phase="sweeps",
+                                hist=None if separate_hist else hist_spec, calibrated=calibrated,
+                                moments=table.moments,
+                                noise_moments=noise_moments(config) if want_noise else None)
+        counts, noise_counts = sweep.mask_counts, sweep.noise_counts
+        hist = sweep.hist
         if separate_hist and hist_spec is not None:
             hist = engine.run_pass(sel_data, hist=hist_spec, progress=progress,
                                    phase="selectivity data").hist
@@ -167,8 +187,15 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
         found = _importance(engine, imp, table, counts, imp_units, data, base, progress,
                             sampled, unit_mean if not fused else None)
         notes.extend(imp.notes)
+    more: list[DrawBatch] = []
+    draws: dict[str, Any] = {}
+    if config.wants("ablation"):
+        unit_mean = base.mean.astype(np.float32) if config.ablation_value == "mean" else None
+        more, draws = _more_draws(engine, table, config, data, sweep.mask_moments, unit_mean,
+                                  progress, notes)
     notes.extend(engine.notes)
-    return Measurements(base, counts, noise_counts, si, pref, mi, k, tuple(notes), found)
+    return Measurements(base, counts, noise_counts, si, pref, mi, k, tuple(notes), found,
+                        sweep.mask_moments, sweep.noise_moments, tuple(more), draws)
 
 
 def _sample_pass(engine: Engine, imp: ImportancePlan, units: np.ndarray, data: Dataset,
@@ -211,3 +238,53 @@ def _importance(engine: Engine, imp: ImportancePlan, table: ConfigTable, counts:
                                                        getattr(extra, f)[1:]]))
     return imp.results(imp_counts, imp_units, (float(base.correct), float(base.loss),
                                                int(base.n)), [la.name for la in table.layers])
+
+
+def _more_draws(engine: Engine, table: ConfigTable, config: AuditConfig, data: Dataset,
+                moments: dict[str, ImageMoments], unit_mean: np.ndarray | None, progress: Any,
+                notes: list[str]) -> tuple[list[DrawBatch], dict[str, Any]]:
+    """--draws auto: passes of more draws of the random curves until the joint AUC's interval
+    is narrow enough (analysis.draws); the batches and the report's summary.draws."""
+    from sdaudit.analysis.configs import ConfigTable
+    from sdaudit.analysis.draws import next_batch, plan_draws, stop_reason
+    from sdaudit.analysis.intervals import interval
+    from sdaudit.runtime.counts import Configs
+
+    dplan = plan_draws(config.draws, config.max_draws, config.ci_target)
+    joint = [moments["joint"]]
+
+    def joint_interval() -> Any:
+        return interval(joint, 0, normalize=True)
+
+    iv = joint_interval()
+    used = dplan.first
+    batches: list[DrawBatch] = []
+    seeds = np.random.SeedSequence(config.seed).spawn(3)
+    while (add := next_batch(dplan, iv, 1 + len(batches))) > 0:
+        more = ConfigTable(table.layers)
+        more.add_random(config, seeds, first=used, count=add)
+        result = engine.run_pass(data, configs=Configs(more.masks), unit_mean=unit_mean,
+                                 progress=progress, phase=f"draws {used + 1}–{used + add}",
+                                 moments=more.moments)
+        if result.mask_counts is None:  # pragma: no cover - run_pass always counts
+            raise InternalError("a pass of more draws produced no counts")
+        batches.append(DrawBatch(more, result.mask_counts, result.mask_moments))
+        joint.append(result.mask_moments["joint"])
+        used += add
+        iv = joint_interval()
+    stopped = stop_reason(dplan, iv)
+    half = iv.half_width
+    if iv.reason:
+        notes.append(f"ablation AUC: {iv.reason}")
+    elif stopped == "images" and half is not None:
+        notes.append(f"--draws auto stopped at {used} draws with a 95% half-width of {half:.3f}: "
+                     f"the images, not the draws, set it (image s.e. {iv.image_se:.4f}); more "
+                     "data would narrow it")
+    elif stopped in ("max_draws", "passes") and half is not None:
+        notes.append(f"--draws auto stopped at {used} draws (the most it may) with a 95% "
+                     f"half-width of {half:.3f} > --ci-target {config.ci_target:g}")
+    info = {"mode": "auto" if dplan.auto else "fixed", "used": used, "first": dplan.first,
+            "max": dplan.most, "target": dplan.target,
+            "half_width": None if half is None or not math.isfinite(half) else float(half),
+            "passes": 1 + len(batches), "stopped": stopped}
+    return batches, info

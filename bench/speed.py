@@ -121,10 +121,10 @@ def block_outputs(onnx_path: str, count: int = 3) -> list[str]:
 
 def masks_for(units: int) -> np.ndarray:
     """The same 1 + 50 masks sdaudit draws for --seed 0 (joint random ablation)."""
-    from sdaudit.analysis.configs import permutation_masks
+    from sdaudit.analysis.draws import permutation_masks
 
-    rng = np.random.default_rng(np.random.SeedSequence(SEED).spawn(3)[0])
-    rows, _ = permutation_masks(rng, np.arange(units), units, FRACTIONS, DRAWS)
+    rows, _ = permutation_masks(np.random.SeedSequence(SEED).spawn(3)[0], np.arange(units), units,
+                                FRACTIONS, 0, DRAWS)
     return np.concatenate([np.ones((1, units), np.float32), rows])
 
 

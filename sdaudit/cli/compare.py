@@ -72,7 +72,7 @@ def compare(
                         else f"{vs['difference']:+.3f} (no interval)")
                 cell += ("" if vs["separable"] else " ≈") + (" p" if vs["paired"] else "")
                 if not vs["separable"]:
-                    notes.append(_separation_note(e["name"], ranking[i + 1]["name"], vs))
+                    notes.append(_separation_note(f"#{e['rank']}", f"#{e['rank'] + 1}", vs))
             table.add_row(str(e["rank"]), str(e["tie_group"]), e["name"], f(e["ablation_auc"]),
                           f"{f(e['ci'][0])}–{f(e['ci'][1])}", str(e.get("draws") or "–"), cell,
                           f(e["baseline_accuracy"]))
@@ -83,7 +83,7 @@ def compare(
                           "group; their order is not reliable at this precision. p: paired draws "
                           "(same data, units and seed).", markup=False)
             for note in notes:
-                console.print(f"  {note}", markup=False)
+                console.print(f"  {note}", markup=False, soft_wrap=True)
 
 
 def _separation_note(a: str, b: str, vs: dict[str, object]) -> str:

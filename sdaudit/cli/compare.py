@@ -33,14 +33,17 @@ def compare(
     told apart share a tie group; compare says how many draws or images would separate them.
     """
     with boundary():
+        from sdaudit.outputs import write_atomic
+        from sdaudit.paths import PathPlan, Use
         from sdaudit.report.compare import compare as rank
-        from sdaudit.report.json_io import write_atomic
 
+        writes = () if html_path is None else (Use("--html", html_path),)
+        PathPlan(tuple(Use("REPORT", r) for r in reports), writes).check()
         ranking, warnings = rank(list(reports))
         if html_path is not None:
             from sdaudit.report.html import render_comparison
 
-            write_atomic(html_path, render_comparison(ranking, warnings))
+            write_atomic(html_path, render_comparison(ranking, warnings), "--html")
         errors = err_console()
         for warning in warnings:
             errors.print(f"[yellow]warning:[/] {warning}")
@@ -63,7 +66,7 @@ def compare(
         from sdaudit.report.text import num as f
 
         notes: list[str] = []
-        for i, e in enumerate(ranking):
+        for e in ranking:
             vs = e["vs_next"]
             cell = ""
             if vs is not None:

@@ -217,6 +217,7 @@ def _curve_table(console: Any, curve: Curve, title: str, x_name: str) -> None:
         table.add_row(
             f"{x:.3g}", str(curve.units_ablated[j]) if x_name == "fraction" else str(curve.draws),
             _f(curve.accuracy_mean[j]), _f(curve.accuracy_std[j]),
+            "–" if curve.accuracy_ci_low[j] is None else
             f"{_f(curve.accuracy_ci_low[j])}–{_f(curve.accuracy_ci_high[j])}",
             _f(curve.normalized_mean[j]), _f(curve.agreement_mean[j]), _f(curve.loss_mean[j]),
         )

@@ -287,7 +287,9 @@ def _within_budget(model_path: str | Path, data_path: str | Path | None, config:
 
         raise InternalError("the time budget's calibration gave no estimate")
     sample = plan.importance_samples if plan.importance_samples < plan.samples else 0
-    choice = choose(est.by_measure, est.setup_s, plan.samples, config.draws, sample,
+    # the calibration ran the draws of the first batch (--draws auto: its first 5); the budget
+    # then fixes the draws it can afford
+    choice = choose(est.by_measure, est.setup_s, plan.samples, plan.draws, sample,
                     budget - spent, min_images=min(plan.samples, 100))
     report = audit(model_path, data_path, replace(config, draws=choice.draws), hooks=hooks,
                    max_images=choice.images if choice.images < plan.samples else None, **kw)

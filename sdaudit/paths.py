@@ -66,14 +66,18 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def model_reads(model: Path, flag: str = "MODEL") -> tuple[Use, ...]:
+def model_reads(model: Path, writes: tuple[Use, ...] = (), flag: str = "MODEL") -> tuple[Use, ...]:
     """The model file and each external-data file it names (read from the graph, weights not
-    loaded). A model that cannot be parsed names none: loading it fails later with its own
-    message."""
+    loaded). External data lie in the model's folder (load_model refuses others), so the graph
+    is parsed only where an existing write target lies there too. A model that cannot be parsed
+    names none: loading it fails later with its own message."""
     uses = [Use(flag, model)]
     from sdaudit.model.torch_convert import TORCH_SUFFIXES
 
-    if model.suffix.lower() in TORCH_SUFFIXES or not model.is_file():
+    folder = real_path(model).parent
+    near = any(_stat(w.path) is not None and real_path(w.path).is_relative_to(folder)
+               for w in writes)
+    if not near or model.suffix.lower() in TORCH_SUFFIXES or not model.is_file():
         return tuple(uses)
     try:
         import onnx

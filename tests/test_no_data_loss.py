@@ -319,3 +319,21 @@ def test_baseline_and_compare_share_one_checked_reader(work, capsys, change, wor
                        (["compare", "old.json", "odd.json"], "report")):
         err = refused(capsys, argv, work, f"{flag} 'odd.json'", *words)
         assert "sdaudit scan" in err
+
+
+def test_the_graph_is_parsed_only_where_an_output_could_meet_its_weights(base, tmp_path,
+                                                                          monkeypatch):
+    """External data lie in the model's folder: an output elsewhere costs no parse of the model."""
+    import onnx
+
+    from sdaudit.paths import Use, model_reads
+
+    calls, real = [], onnx.load
+    monkeypatch.setattr(onnx, "load", lambda *a, **k: calls.append(a) or real(*a, **k))
+    (tmp_path / "r.json").write_text("elsewhere")
+    assert model_reads(base / "m.onnx", (Use("--json", tmp_path / "r.json"),)) == (
+        Use("MODEL", base / "m.onnx"),)
+    assert calls == []
+    uses = model_reads(base / "m.onnx", (Use("--json", base / "old.json"),))
+    assert [u.path.name for u in uses] == ["m.onnx", "m.onnx.data"]
+    assert len(calls) == 1

@@ -168,9 +168,8 @@ def _path_plan(model: Path, data: Path | None, selectivity_data: Path | None,
 
     writes = tuple(Use(flag, path) for flag, path in (("--json", json_path), ("--html", html_path))
                    if path is not None)
-    # Only an existing file can be an input: the model's external data are listed only then.
-    reads = list(model_reads(model) if any(w.path.exists() for w in writes)
-                 else (Use("MODEL", model),))
+    # The external data are listed where an existing output lies in the model's folder.
+    reads = list(model_reads(model, writes))
     if loader_script is not None:
         script = loader_script if Path(loader_script).exists() else loader_script.partition(":")[0]
         reads.append(Use("--data-loader-script", Path(script)))

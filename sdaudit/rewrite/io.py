@@ -56,7 +56,8 @@ def save_instrumented(model: Path, out: Path, select: str, *, noise: bool = True
     if not 0 <= seed <= MAX_SEED:
         raise BadFlagError(f"--seed {seed}: seeds are integers from 0 to 2^63 − 1", "e.g. --seed 0")
     weights = out.with_name(out.name + ".data")  # beside the model, past protobuf's 2 GB limit
-    plan = PathPlan(model_reads(model), (Use("--output", out),))
+    writes = (Use("--output", out), Use("--output's weights", weights))
+    plan = PathPlan(model_reads(model, writes), writes[:1])
     plan.check()
     loaded = load_model(model, parse_input_shapes(input_shape))
     layers = select_layers(discover_layers(loaded.proto), select)

@@ -41,7 +41,7 @@ def test_layers_text_and_json(runner, app, conv_model):
     data = json.loads(result.stdout)
     assert data["layers"][0] | {"shape": None} == {
         "name": "r", "op_type": "Relu", "kind": "activation", "shape": None, "channel_axis": 1,
-        "channels": 3, "depth": 1, "index": 1, "default": True}
+        "channels": 3, "depth": 1, "index": 1, "default": True, "batch_axis": 0}
     assert data["layers"][0]["shape"] == ["N", 3, 5, 5]
 
 

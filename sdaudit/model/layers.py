@@ -22,7 +22,16 @@ ACTIVATION_OPS = frozenset(
     }
 )
 LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"})
-WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+# Quantized graphs count their weight layers too (QOperator and dynamic quantization).
+WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv",
+                        "QLinearMatMul", "ConvInteger", "MatMulInteger"})
+# x · f(x) gates written as several ops (HardSwish = x·Clip(x + 3, 0, 6)/6, GELU =
+# x·(1 + erf(x/√2))/2 or its tanh form, SiLU = x·σ(x), Mish = x·tanh(softplus(x))): the ops of
+# f, each with a constant as its other operand, and what the bounded ones make the pattern.
+GATE_CHAIN = frozenset({"Add", "Sub", "Mul", "Div", "Clip", "Erf", "Tanh", "Sigmoid",
+                        "Softplus", "HardSigmoid", "Relu", "Pow"})
+GATE_NAMES = (("Erf", "GELU"), ("Softplus", "Mish"), ("Tanh", "GELU"), ("Clip", "HardSwish"),
+              ("HardSigmoid", "HardSwish"), ("Relu", "HardSwish"), ("Sigmoid", "SiLU"))
 # Ops through which a linear output still "has an activation follow" (bias, batch norm, no-ops).
 PASS_THROUGH = frozenset({"BatchNormalization", "Identity", "Dropout"})
 # Ops between the logits and the model output: their inputs are not hidden layers.
@@ -45,6 +54,7 @@ class LayerInfo:
     depth: int  # weight layers (Conv/Gemm/MatMul) on the longest path from the inputs
     index: int  # position of the producing node in topological order
     default: bool  # in the default selection (the paper's)
+    batch_axis: int = 0  # proven (sdaudit.model.axes): 1 for sequence-first [L, N, C]
 
     @property
     def spatial(self) -> bool:
@@ -75,6 +85,9 @@ class _Graph:
         self.constants.update(
             out for node in self.nodes if node.op_type == "Constant" for out in node.output
         )
+        for node in self.nodes:  # computed from constants only (a transposed weight): constant
+            if node.input and all(not i or i in self.constants for i in node.input):
+                self.constants.update(o for o in node.output if o)
         self.outputs = {o.name for o in graph.output}
         self.shapes: dict[str, tuple[int | str | None, ...]] = {}
         self.elem_types: dict[str, int] = {}
@@ -128,7 +141,8 @@ def _activation_follows(g: _Graph, tensor: str, silu_sigmoids: set[str]) -> bool
     consumes ``tensor``, directly or through batch norm, Identity or Dropout."""
     for f in g.consumer_nodes(tensor):
         if (f.op_type in ACTIVATION_OPS or g.is_silu_mul(f) or f.op_type == "Add"
-                or (f.op_type == "Sigmoid" and tensor in silu_sigmoids)):
+                or (f.op_type == "Sigmoid" and tensor in silu_sigmoids)
+                or any(o in silu_sigmoids for o in f.output)):  # a gate pattern's first op
             return True
         if f.op_type in PASS_THROUGH and f.output and _activation_follows(g, f.output[0],
                                                                           silu_sigmoids):
@@ -136,10 +150,14 @@ def _activation_follows(g: _Graph, tensor: str, silu_sigmoids: set[str]) -> bool
     return False
 
 
-def _channel_axis(g: _Graph, tensor: str, rank: int) -> int:
-    if rank != 3:
-        return 1
-    # [N, C, L] after Conv1d, [N, L, C] after MatMul/Gemm/LayerNorm (tokens): look upstream.
+def _channel_axis(g: _Graph, tensor: str, rank: int, batch: int) -> int | None:
+    """The proven channel axis of ``tensor`` (batch axis ``batch``), or None.
+
+    [N, C]: 1. Rank 3: 1 after a Conv ([N, C, L]), the last after MatMul/Gemm/LayerNorm
+    ([N, L, C] tokens, or [L, N, C] sequence-first); rank 4 and 5: 1 where a Conv family op
+    made the channels (upstream through ops that keep them). Anything else: not proven."""
+    if rank == 2:
+        return 1 if batch == 0 else None
     frontier, seen = [tensor], set()
     while frontier:
         name = frontier.pop()
@@ -147,17 +165,75 @@ def _channel_axis(g: _Graph, tensor: str, rank: int) -> int:
         if node is None or name in seen:
             continue
         seen.add(name)
-        if node.op_type in ("Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization"):
-            return 1
-        if node.op_type in ("MatMul", "Gemm", "LayerNormalization"):
-            return 2
+        if node.op_type in ("Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization",
+                            "QLinearConv", "ConvInteger"):
+            return 1 if batch == 0 else None
+        if node.op_type in ("MatMul", "Gemm", "LayerNormalization", "QLinearMatMul",
+                            "MatMulInteger"):
+            return rank - 1 if rank == 3 and batch in (0, 1) else None
+        if node.op_type in ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze",
+                            "Concat", "Split", "Gather", "Slice"):
+            continue  # axes moved: nothing proven past here (another path may prove it)
         frontier.extend(i for i in node.input if i and i not in g.constants)
-    return 2
+    # Nothing made the channels (an embedding lookup, say): tokens last for rank 3, channels
+    # first for maps, as exporters lay them out.
+    return 2 if rank == 3 and batch in (0, 1) else (1 if batch == 0 else None)
+
+
+def _gate_root(g: _Graph, tensor: str, limit: int = 8) -> tuple[str, set[str], list[str]]:
+    """Follow ``tensor`` up through gate-chain ops with a constant other operand: the tensor
+    it starts from, the ops passed and the tensors inside the chain."""
+    ops: set[str] = set()
+    inner: list[str] = []
+    current = tensor
+    for _ in range(limit):
+        node = g.node_of(current)
+        if node is None or node.op_type not in GATE_CHAIN:
+            break
+        data = [i for i in node.input if i and i not in g.constants]
+        if len(data) != 1:
+            break
+        ops.add(node.op_type)
+        inner.append(current)
+        current = data[0]
+    return current, ops, inner
+
+
+def _gate_patterns(g: _Graph) -> tuple[dict[str, str], set[str]]:
+    """Gated activations written as ops: {pattern output: its name}, and the tensors inside
+    the patterns (never layers themselves)."""
+    outputs: dict[str, str] = {}
+    inside: set[str] = set()
+    for node in g.nodes:
+        if node.op_type != "Mul" or len(node.input) != 2 or any(i in g.constants for i in node.input):
+            continue
+        (ra, oa, ia), (rb, ob, ib) = (_gate_root(g, i) for i in node.input)
+        if ra != rb or ra == node.input[0] == node.input[1]:
+            continue
+        ops = oa | ob
+        name = next((label for op, label in GATE_NAMES if op in ops), None)
+        if name is None:
+            continue
+        out = node.output[0]
+        inner = [*ia, *ib]
+        # A constant scale after the product (…/6, …·0.5) belongs to the pattern.
+        consumers = g.consumer_nodes(out)
+        if len(consumers) == 1 and consumers[0].op_type in ("Mul", "Div") and any(
+                i in g.constants for i in consumers[0].input):
+            inner.append(out)
+            out = consumers[0].output[0]
+        outputs[out] = name
+        inside.update(inner)
+    return outputs, inside
 
 
 def discover_layers(model: onnx.ModelProto) -> list[LayerInfo]:
     """All auditable activation tensors, in topological order, the default selection marked."""
+    from sdaudit.model.axes import batch_axes
+
     g = _Graph(model)
+    batch_of = batch_axes(model)
+    patterns, inside = _gate_patterns(g)
     depth_of: dict[str, int] = {}
     found: list[LayerInfo] = []
     silu_sigmoids: set[str] = set()
@@ -176,13 +252,19 @@ def discover_layers(model: onnx.ModelProto) -> list[LayerInfo]:
         tensor = node.output[0]
         if tensor in g.outputs or g.feeds_only_head(tensor):
             continue
-        if node.op_type in ACTIVATION_OPS and tensor not in silu_sigmoids:
+        if tensor in patterns:
+            kind, op = "activation", patterns[tensor]
+        elif tensor in inside:
+            continue
+        elif node.op_type in ACTIVATION_OPS and tensor not in silu_sigmoids:
             kind, op = "activation", node.op_type
         elif g.is_silu_mul(node):
             kind, op = "activation", SILU
         elif node.op_type in LINEAR_OPS:
-            if _activation_follows(g, tensor, silu_sigmoids):
+            if _activation_follows(g, tensor, silu_sigmoids | inside | set(patterns)):
                 continue
+            if node.op_type == "MatMul" and not any(i in g.constants for i in node.input):
+                continue  # a product of two activations (attention scores): no units
             kind, op = "linear", node.op_type
         else:
             continue
@@ -191,12 +273,18 @@ def discover_layers(model: onnx.ModelProto) -> list[LayerInfo]:
             continue
         if g.elem_types.get(tensor) not in (1, 10, 11, 16):
             continue
-        axis = _channel_axis(g, tensor, len(shape))
+        batch = batch_of.get(tensor)
+        if batch is None:
+            continue  # its batch axis is not proven (flattened [L·N, C], reshaped heads)
+        axis = _channel_axis(g, tensor, len(shape), batch)
+        if axis is None or axis <= batch:
+            continue
         channels = shape[axis]
         if not isinstance(channels, int) or channels <= 0:
             continue
         found.append(
-            LayerInfo(tensor, op, kind, shape, axis, channels, d, index, default=False)
+            LayerInfo(tensor, op, kind, shape, axis, channels, d, index, default=False,
+                      batch_axis=batch)
         )
         consumers = g.consumer_nodes(tensor)
         if consumers and all(c.op_type == "Mul" and not g.is_silu_mul(c) for c in consumers):

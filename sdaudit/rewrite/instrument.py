@@ -62,11 +62,16 @@ class InstrumentedModel:
 def _broadcast_shape(layer: LayerInfo) -> list[int] | None:
     """Reshape target turning a [B, C] control into something that broadcasts against T."""
     rank = len(layer.shape)
-    if rank == 2:
+    batch = getattr(layer, "batch_axis", 0)
+    if rank == 2 and batch == 0:
         return None
     dims = [1] * rank
-    dims[0] = 0  # copy the control's own batch dimension (1 or N)
-    dims[layer.channel_axis] = -1
+    if batch == 0:
+        dims[0] = 0  # copy the control's own batch dimension (1 or N)
+        dims[layer.channel_axis] = -1
+    else:  # sequence-first [L, N, C]: the control's rows go to the batch axis
+        dims[batch] = -1
+        dims[layer.channel_axis] = layer.channels
     return dims
 
 
@@ -183,7 +188,8 @@ def instrument(
             # Drawn from the masked tensor (same shape) so the draw happens per configuration,
             # downstream of the controls, and never lands in the cached prefix.
             if noise_source == "input":
-                if not all(isinstance(d, int) for d in layer.shape[1:]):
+                if not all(isinstance(d, int) for d in layer.shape[1:]) or \
+                        getattr(layer, "batch_axis", 0) != 0:
                     raise RewriteError(f"the shape of {layer.name!r} is not known: noise needs "
                                        "in-graph draws there")
                 eps = gs.Variable(new_name(layer.name + EPS_SUFFIX), dtype=np.float32,
@@ -203,7 +209,9 @@ def instrument(
         for node in consumers:
             node.inputs = [perturbed if t is tensor else t for t in node.inputs]
         if stats:
-            spatial = [a for a in range(1, len(layer.shape)) if a != layer.channel_axis]
+            batch_axis = getattr(layer, "batch_axis", 0)
+            spatial = [a for a in range(len(layer.shape))
+                       if a not in (batch_axis, layer.channel_axis)]
             # Statistics in float32 whatever T's type: a square in float16 overflows past 256.
             current = to_type(current, np.float32, ".f32")
             squared = op("Mul", [current, current], ".sq", dtype=np.float32)
@@ -220,7 +228,8 @@ def instrument(
                                  {"axes": spatial, "keepdims": 0}, dtype=np.float32)
                 else:
                     out = op("Identity", [source], suffix, dtype=np.float32)
-                out.shape = [layer.shape[0] if isinstance(layer.shape[0], int) else "batch", c]
+                n_dim = layer.shape[batch_axis]
+                out.shape = [n_dim if isinstance(n_dim, int) else "batch", c]
                 graph.outputs.append(out)
                 names.append(out.name)
 

@@ -116,6 +116,12 @@ class Engine:
         if axis is None and out_spec.shape is not None and len(out_spec.shape) >= 2:
             axis = len(out_spec.shape) - 1 if len(out_spec.shape) == 3 else 1  # [N,T,V], NCHW
         self.metric = choose_metric(metric, self.output, out_spec.shape, axis, channels)
+        from sdaudit.model.axes import batch_axes
+
+        proven = batch_axes(loaded.proto)
+        self.suffix.stackable = all(
+            name == self.input_name or proven.get(name) == 0
+            for name in (*self.cut, *self.variants.level_outputs))
         self._metric_ready = False
         if out_spec.shape and len(out_spec.shape) == 2 and isinstance(out_spec.shape[1], int) \
                 and self.metric.kind == "classification":

@@ -100,6 +100,9 @@ class SuffixRunner:
         self.io_binding = io_binding
         self.device_type = device_type
         self.group_cap: int | None = None  # configurations per run after an out-of-memory
+        # Configurations stack along axis 0 of the cut: only where every cut tensor's batch
+        # axis is proven to be 0 (a sequence-first [L, N, C] cut runs one configuration a run).
+        self.stackable = True
         self.fp16_changed: float | None = None  # share of predictions fp16 changed (chunk 1)
 
     def controls(self, split_inst: InstrumentedModel, masks: np.ndarray, n: int,
@@ -238,7 +241,7 @@ class SuffixRunner:
         rows = fixed or n
         m = len(job.masks)
         job_cut = {**job.cut, **self.draw_eps(rows)} if job.draws_eps else job.cut
-        g_max = 1 if fixed else group_size(job_cut, n, m)
+        g_max = 1 if fixed or not self.stackable else group_size(job_cut, n, m)
         if self.group_cap is not None:
             g_max = min(g_max, self.group_cap)
         tiled = {name: (v if g_max == 1 else np.concatenate([v] * g_max))

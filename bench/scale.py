@@ -10,6 +10,7 @@ maximum resident set; the variants of a case run in interleaved rounds):
   importance on ``--importance-samples`` images) against ``--measure ablation --no-per-layer``;
   the default scan again on twice the images (peak memory against the number of images).
 * ``r20``: the reference ResNet-20 of bench/speed.py on 1,024 digits, the default scan.
+* ``real`` (with ``--real MODEL``): a real classifier's default scan on the synthetic images.
 
 ``--before DIR`` also runs every sdaudit command with ``PYTHONPATH=DIR`` (an older checkout's
 root, e.g. made by ``git archive``) in the same rounds. Every sdaudit run writes its JSON
@@ -50,6 +51,7 @@ def prepare(out: Path, images: int) -> dict[str, str]:
         if not p.exists():
             np.savez(p, x=big[:n])
         paths[f"data{n}"] = str(p)
+    (out / "r20").mkdir(exist_ok=True)
     paths.update({k: v for k, v in speed.prepare(out / "r20").items()
                   if k in ("resnet20", "data1024")})
     return paths
@@ -91,6 +93,8 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=128)
     ap.add_argument("--importance-samples", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--real", default=None, help="a real classifier at 3×224×224 (e.g. "
+                    "bench/real_model.py's PP-LCNet): its default scan on the synthetic images")
     ap.add_argument("--before", default=None, help="root of an older checkout to compare")
     ap.add_argument("--after", default=None, help="root of the checkout to measure (default: "
                     "the installed sdaudit)")
@@ -110,6 +114,8 @@ def main() -> int:
                   ("r50 default", paths["r50"], paths[f"data{n}"], imp)]
     if "r50mem" not in skip:
         cases.append((f"r50 default, {2 * n} images", paths["r50"], paths[f"data{2 * n}"], imp))
+    if args.real and "real" not in skip:
+        cases.append(("real default", args.real, paths[f"data{n}"], []))
     if "r20" not in skip:
         cases.append(("r20 default", paths["resnet20"], paths["data1024"], []))
     versions = [("after", args.after)] + ([("before", args.before)] if args.before else [])

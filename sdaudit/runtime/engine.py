@@ -229,6 +229,7 @@ class Engine:
         done = 0
         chunks_seen = 0
         pending_rate: dict[str, Any] | None = None
+        first_rate: dict[str, Any] = {}
         for x, labels in data.chunks(self.chunk_size):
             n = len(labels)
             t0 = time.perf_counter()
@@ -305,8 +306,12 @@ class Engine:
                 pending_rate["row_s_per_sample"] = row_s[expand] / twins[expand] / max(n, 1)
                 pending_rate["noise_row_s_per_sample"] = noise_s / max(n, 1)
                 pending_rate["samples"] = n
+            if chunks_seen == 1:
+                first_rate = pending_rate
             if chunks_seen == 2 and calibrated is not None:
-                calibrated(pending_rate)
+                # a short last chunk times per-run overheads more than per-sample work: then
+                # the first chunk (warm-up included) is the better measure
+                calibrated(pending_rate if 2 * n >= self.chunk_size else first_rate)
                 pending_rate = None
             if progress:
                 progress(phase, done, total)

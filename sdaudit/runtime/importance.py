@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ class ImportancePlan:
     population: int  # samples of the data
     sample: int  # samples the masked units run on (= population: all)
     seed: int
-    probabilities: bool = False
+    probabilities: Callable[[], bool] = lambda: False  # the output holds probabilities
     closed: dict[int, UnitCounts] = field(default_factory=dict)
     failed: dict[int, float] = field(default_factory=dict)  # layer → worst head mismatch
     notes: list[str] = field(default_factory=list)
@@ -46,7 +47,10 @@ class ImportancePlan:
     def make(cls, model: Any, layers: list[LayerInfo], engine: Engine, *, closed_form: bool,
              zero_ablation: bool, samples: int, population: int, seed: int) -> ImportancePlan:
         heads: dict[int, LinearHead] = {}
-        if closed_form and zero_ablation:
+        # the closed form computes classification counts (a class-score output [N, K])
+        classifier = getattr(engine, "metric", None) is None or \
+            getattr(engine.metric, "kind", "classification") == "classification"
+        if closed_form and zero_ablation and classifier:
             from sdaudit.model.linear_head import find_linear_head
 
             for i, layer in enumerate(layers):
@@ -54,7 +58,9 @@ class ImportancePlan:
                 if head is not None:
                     heads[i] = head
         sample = population if samples <= 0 or samples >= population else samples
-        return cls(np.asarray(engine.offsets), heads, population, sample, seed)
+        # read once the first chunk has shown what the output holds
+        return cls(np.asarray(engine.offsets), heads, population, sample, seed,
+                   probabilities=lambda: bool(getattr(engine, "probabilities", False)))
 
     @property
     def sampled(self) -> bool:
@@ -99,7 +105,7 @@ class ImportancePlan:
                 continue
             counts = self.closed.setdefault(i, UnitCounts.zeros(pooled.shape[1], out.shape[1]))
             accumulate(counts, logits if head.softmax else out, pooled, head.matrix, y, logp,
-                       probabilities=self.probabilities)
+                       probabilities=self.probabilities())
 
     def sample_data(self, data: Dataset) -> Dataset:
         if not self.sampled or self.calibrate_only:

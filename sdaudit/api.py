@@ -245,7 +245,7 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
         runtime={**engine.runtime.to_dict(), "cut": list(engine.cut),
                  **({} if engine.fp16_changed is None
                     else {"fp16_prediction_change": engine.fp16_changed})},
-        config=config.to_dict(), baseline=figs.baseline, layers=figs.layers,
+        config=config.to_dict(), unablated=figs.baseline, layers=figs.layers,
         ablation=figs.ablation, noise=figs.noise, importance=figs.importance,
         summary=summary, gate=verdict,
         run={"started": started.isoformat(timespec="seconds"),

@@ -21,7 +21,9 @@ class RiskThresholds:
     """Ablation AUC at or above ``low`` → low risk; at or above ``medium`` → medium; else high."""
 
     low: float = 0.70
+    """Ablation AUC at or above this is graded low risk."""
     medium: float = 0.50
+    """Ablation AUC at or above this (and below `low`) is graded medium risk; below, high."""
 
     def grade(self, auc: float) -> str:
         if auc >= self.low:
@@ -43,9 +45,14 @@ class Gate:
     ``max_drop`` beyond what draws and images explain)."""
 
     fail_under: float | None = None
+    """--fail-under: fail (exit 1) when the ablation AUC is below this."""
     baseline_report: str | None = None
+    """--baseline: an earlier report whose ablation AUC this one is checked against."""
     max_drop: float | None = None
+    """--max-drop: the largest allowed fall of the AUC below the baseline's (null: 0)."""
     mode: str = "point"
+    """--gate: point (fail when the measured drop exceeds max_drop) or significant (only when
+    the whole 95 % interval of the drop does)."""
 
 
 @dataclass(frozen=True)
@@ -53,31 +60,60 @@ class AuditConfig:
     """What to measure and how. Defaults follow Morcos et al. (2018) where the paper is explicit."""
 
     layers: str = "default"
+    """--layers: which activation tensors (default, all, last:N, first:N, names, globs)."""
     measures: tuple[str, ...] = MEASURES
+    """--measure: the measurements run (selectivity, ablation, ordered, noise, importance)."""
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS
-    draws: int | str = "auto"  # "auto": add draws until the AUC's interval is narrow enough
+    """--fractions: fractions of units ablated, increasing, in [0, 1]."""
+    draws: int | str = "auto"
+    """--draws: random permutations (and noise draws) per point, or "auto": add draws until the
+    AUC's interval is narrow enough (see ci_target, max_draws)."""
     seed: int = 0
-    ci_target: float = 0.01  # --draws auto: the 95 % half-width of the ablation AUC to reach
-    max_draws: int = 50  # --draws auto: at most this many draws
+    """--seed: the seed of every random draw."""
+    ci_target: float = 0.01
+    """--ci-target: with --draws auto, the 95 % half-width of the ablation AUC to reach."""
+    max_draws: int = 50
+    """--max-draws: with --draws auto, at most this many draws."""
     noise_levels: tuple[float, ...] = DEFAULT_NOISE_LEVELS
-    ablation_value: str = "zero"  # "mean": clamp to the unit's mean instead (a variant)
+    """--noise-levels: noise s.d. as multiples α of each unit's own s.d."""
+    ablation_value: str = "zero"
+    """--ablation-value: ablated units clamped to zero (the paper) or to their mean (a variant)."""
     per_layer: bool = True
+    """--per-layer: each layer also ablated on its own."""
     mi_bins: int = 10
+    """--mi-bins: equal-width bins of the mutual-information estimate."""
     selectivity_eps: float = 1e-7
-    chunk_size: int | None = None  # None: about 32 MiB of input per chunk, 16 to 256 samples
+    """ε added to the selectivity index's denominator (units that are 0 on every class)."""
+    chunk_size: int | None = None
+    """--chunk-size: samples per chunk; null: about 32 MiB of input per chunk, 16 to 256."""
     device: str = "auto"
+    """--device: auto, cpu or cuda (in the report's runtime block, not here)."""
     threads: int | None = None
-    precision: str = "fp32"  # "fp16": the sweep suffix in half precision (checked, see engine)
-    io_binding: bool | None = None  # None: on where the sweep runs on CUDA
-    prune: bool | None = None  # pruned suffixes: None where they pay, True always, False never
-    # single-unit importance: masked units on a seeded stratified sample of this many (0: all);
-    # layers with a linear head (pooling → dense) in closed form on all the data
+    """--threads: ONNX Runtime threads (in the report's runtime block, not here)."""
+    precision: str = "fp32"
+    """--precision: fp16 runs the sweep's suffix in half precision where that is checked to
+    change at most 0.5 % of the unablated predictions."""
+    io_binding: bool | None = None
+    """--io-binding: cut tensors bound on the device once per chunk; null: on with CUDA."""
+    prune: bool | None = None
+    """--prune: zero-ablation configurations as pruned graphs; null: where they pay, true:
+    always, false: never."""
     importance_samples: int = 1000
+    """--importance-samples: single-unit importance of masked units on a seeded, stratified
+    sample of this many images (0: all)."""
     closed_form: bool = True
-    metric: str = "auto"  # what accuracy means for the output (sdaudit.analysis.metrics)
-    class_axis: int | None = None  # None: from the graph (Softmax axis, MatMul's last, Conv's 1)
+    """--closed-form: importance of layers followed only by pooling and a dense head computed
+    exactly on all the data, no run per unit."""
+    metric: str = "auto"
+    """--metric: what accuracy means for the output (sdaudit.analysis.metrics): auto,
+    classification, per-position, relative or cosine."""
+    class_axis: int | None = None
+    """--class-axis: the output's class axis; null: from the graph (Softmax axis, MatMul's last,
+    Conv's 1)."""
     risk: RiskThresholds = field(default_factory=RiskThresholds)
+    """--risk-thresholds: the bounds of the risk grades."""
     gate: Gate = field(default_factory=Gate)
+    """The CI gate's settings."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.measures if m not in MEASURES]

@@ -78,7 +78,7 @@ def compare(
                     notes.append(_separation_note(f"#{e['rank']}", f"#{e['rank'] + 1}", vs))
             table.add_row(str(e["rank"]), str(e["tie_group"]), e["name"], f(e["ablation_auc"]),
                           f"{f(e['ci'][0])}–{f(e['ci'][1])}", str(e.get("draws") or "–"), cell,
-                          f(e["baseline_accuracy"]))
+                          f(e["unablated_accuracy"]))
         console = out_console()
         show(console, table)
         if notes:

@@ -19,6 +19,7 @@ import numpy as np
 from sdaudit.analysis.curves import t975
 from sdaudit.analysis.intervals import Difference, Interval, difference
 from sdaudit.errors import DataError
+from sdaudit.report.text import unablated
 
 # Settings that change what the AUC means; reports that differ in them are not comparable.
 COMPARABLE_CONFIG = ("layers", "fractions", "ablation_value")
@@ -145,7 +146,8 @@ def compare(paths: list[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:
             "report": str(p), "ablation_auc": s.get("ablation_auc"), "ci": list(ci),
             "draws": (r.get("ablation") or {}).get("draws"),
             "noise_auc": s.get("noise_auc"), "risk": s.get("risk"),
-            "baseline_accuracy": r["baseline"]["accuracy"], "_report": r,
+            "unablated_accuracy": unablated(r)["accuracy"],
+            "baseline_accuracy": unablated(r)["accuracy"], "_report": r,  # deprecated name
         })
     if old:
         warnings.append(f"{', '.join(old[:3])}{' …' if len(old) > 3 else ''}: made before "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from sdaudit.report.text import check_text, gate_text, num
+from sdaudit.report.text import check_text, gate_text, num, unablated
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -46,7 +46,7 @@ def junit(report: dict[str, Any]) -> str:
     s = report["summary"]
     model = report["model"]["path"]
     summary = (f"ablation AUC {_f(s['ablation_auc'])}, noise AUC {_f(s['noise_auc'])}, risk "
-               f"{s['risk']}, unablated accuracy {_f(report['baseline']['accuracy'])}")
+               f"{s['risk']}, unablated accuracy {_f(unablated(report)['accuracy'])}")
     cases: list[tuple[str, str | None, str]] = [("audit", None, summary)]
     for check in report["gate"]["checks"]:
         text = check_text(check)
@@ -78,7 +78,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Model `{report['model']['path']}` on `{report['data']['path']}` "
         f"({report['data']['samples']} samples).", "",
         "| measure | value |", "|---|---:|",
-        f"| unablated accuracy | {_f(report['baseline']['accuracy'])} |",
+        f"| unablated accuracy | {_f(unablated(report)['accuracy'])} |",
         f"| ablation AUC | {_f(s['ablation_auc'])} ({_f(ci[0])}–{_f(ci[1])}) |",
         f"| noise AUC | {_f(s['noise_auc'])} |",
         f"| risk | **{s['risk'] or '–'}** |",

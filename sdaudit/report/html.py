@@ -12,6 +12,8 @@ import io
 import math
 from typing import Any
 
+from sdaudit.report.text import unablated
+
 RISK_COLOURS = {"low": "#1a7f37", "medium": "#b08800", "high": "#cf222e", None: "#57606a"}
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;
@@ -110,7 +112,7 @@ def render_report(report: dict[str, Any]) -> str:
         f"Reliance on single directions: {html.escape(str(risk or 'not graded')).upper()}</div>"
         f"<p>Ablation AUC <b>{_f(s.get('ablation_auc'))}</b> (95% CI {_f(ci[0])}–{_f(ci[1])}); "
         f"noise AUC <b>{_f(s.get('noise_auc'))}</b>; unablated accuracy "
-        f"<b>{_f(report['baseline']['accuracy'])}</b> on {report['data']['samples']} samples. "
+        f"<b>{_f(unablated(report)['accuracy'])}</b> on {report['data']['samples']} samples. "
         f"Gate: <b>{html.escape(gate['verdict'])}</b>.</p>"
         f"<p class='muted'>1.0 = removing units changes nothing. Grades: low ≥ "
         f"{s['risk_thresholds']['low']} > medium ≥ {s['risk_thresholds']['medium']} > high; "
@@ -220,7 +222,7 @@ def render_comparison(ranking: list[dict[str, Any]], warnings: list[str]) -> str
     ax.invert_yaxis()
     ax.set_xlabel("ablation AUC (higher: less reliance on single directions)")
     rows = [[r["rank"], r["name"], r["ablation_auc"], f"{_f(r['ci'][0])}–{_f(r['ci'][1])}",
-             "yes" if r["overlaps_next"] else "", r["baseline_accuracy"]] for r in ranking]
+             "yes" if r["overlaps_next"] else "", r["unablated_accuracy"]] for r in ranking]
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
     body = ((f"<div class='verdict'><b>Warnings</b><ul>{warn}</ul></div>" if warn else "")
             + _section("Models ranked by ablation AUC", _svg(fig),

@@ -58,7 +58,8 @@ def report_to_dict(report: AuditReport) -> dict[str, Any]:
         "data": report.data,
         "runtime": report.runtime,
         "config": report.config,
-        "baseline": report.baseline,
+        "unablated": report.unablated,
+        "baseline": report.unablated,  # deprecated since 1.3: the same figures under their old name
         "layers": [asdict(layer) for layer in report.layers],
         "ablation": ablation,
         "noise": _curve(report.noise, "levels"),

@@ -84,7 +84,7 @@ def render(report: AuditReport, console: Any, top: int = 10) -> None:
         lines.append("– (no labels given: the unablated model's predictions stand in, so the "
                      "curves measure agreement with them)\n")
     else:
-        lines.append(f"{_f(float(report.baseline['accuracy']))} unablated "
+        lines.append(f"{_f(float(report.unablated['accuracy']))} unablated "
                      f"(on the data given, with its labels)\n")
     if s.ablation_auc is not None:
         lo, hi = s.ablation_auc_ci or (None, None)
@@ -193,7 +193,7 @@ def _class_table(console: Any, report: AuditReport, joint: Curve, shown: int = 5
     for col in ("class", "class AUC", "unablated accuracy"):
         table.add_column(col, justify="left" if col == "class" else "right", overflow="fold",
                          no_wrap=col != "class")
-    per_class = report.baseline.get("per_class_accuracy") or []
+    per_class = report.unablated.get("per_class_accuracy") or []
     for auc, c in ranked[:shown]:
         table.add_row(_class_name(report, c), _f(auc),
                       _f(per_class[c] if c < len(per_class) else None))

@@ -24,6 +24,12 @@ def num(value: Any, digits: int = 3) -> str:
     return text
 
 
+def unablated(report: dict[str, Any]) -> dict[str, Any]:
+    """The unablated model's figures: ``unablated`` since schema 1.3, ``baseline`` before."""
+    block = report.get("unablated") or report.get("baseline")
+    return block if isinstance(block, dict) else {}
+
+
 def check_text(check: dict[str, Any]) -> str:
     """One gate check with its value and threshold, e.g. "AUC 0.806 ≥ 0.600"."""
     ok = bool(check.get("passed"))

@@ -17,6 +17,7 @@ from sdaudit.cli.common import (
     err_console,
     parse_floats,
 )
+from sdaudit.cli.config_file import load as load_config
 from sdaudit.errors import EXIT_GATE_FAILED, EXIT_OK, BadFlagError
 
 if TYPE_CHECKING:
@@ -180,7 +181,12 @@ def _path_plan(model: Path, data: Path | None, selectivity_data: Path | None,
 
 
 def scan(
+    ctx: typer.Context,
     model: ModelArg,
+    config_file: Path | None = typer.Option(
+        None, "--config", is_eager=True, callback=load_config, show_default=False,
+        help="A TOML file of scan settings: the flags' names as keys (fail-under = 0.6, "
+        "fractions = [0, 0.5]) [default: [tool.sdaudit] of ./pyproject.toml]; flags override it."),
     data: Path | None = typer.Option(None, "--data", "-d", help="An .npz with x (and y), a "
                                      "folder with one sub-folder of images per class (ImageNet "
                                      "WordNet ids included), or a flat folder of images.",
@@ -324,8 +330,13 @@ def scan(
             risk = parse_floats(risk_thresholds, "--risk-thresholds") or ()
             if len(risk) != 2:
                 raise BadFlagError("--risk-thresholds takes two numbers LOW,MEDIUM", "e.g. 0.7,0.5")
-            _path_plan(model, data, selectivity_data, labels, class_names, data_loader_script,
-                       baseline, json_path, html_path).check()
+            plan = _path_plan(model, data, selectivity_data, labels, class_names,
+                              data_loader_script, baseline, json_path, html_path)
+            if config_file is not None:  # the settings file is an input too: never overwritten
+                from sdaudit.paths import PathPlan, Use
+
+                plan = PathPlan((*plan.reads, Use("--config", config_file)), plan.writes)
+            plan.check()
             if threads is not None and threads > 0:
                 from sdaudit.ort import usable_cores
 
@@ -382,6 +393,11 @@ def scan(
         if dry_run:
             _print_dry_run(hooks, fmt)
             raise typer.Exit(EXIT_OK)
+        from dataclasses import replace
+
+        from sdaudit.cli.config_file import setting_sources
+
+        report = replace(report, settings=setting_sources(ctx))
         from sdaudit.outputs import Outputs
         from sdaudit.report.json_io import report_to_dict, to_json
 

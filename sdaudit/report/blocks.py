@@ -235,3 +235,14 @@ class BaselineDifferenceBlock(TypedDict):
     """Whether the draws were paired (same permutations in both reports)."""
     significant: bool
     """Whether the interval excludes 0."""
+
+
+class SettingsBlock(TypedDict):
+    """Where scan's settings came from (schema 1.3): a reviewer sees which values a CI job's
+    configuration file set and which its command line."""
+
+    config: str | None
+    """The configuration read: "--config FILE", "pyproject.toml [tool.sdaudit]", or null."""
+    sources: dict[str, str]
+    """For every flag not left at its default, by its long name without dashes: "command line"
+    or the configuration it came from."""

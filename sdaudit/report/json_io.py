@@ -58,6 +58,7 @@ def report_to_dict(report: AuditReport) -> dict[str, Any]:
         "data": report.data,
         "runtime": report.runtime,
         "config": report.config,
+        "settings": report.settings,
         "unablated": report.unablated,
         "baseline": report.unablated,  # deprecated since 1.3: the same figures under their old name
         "layers": [asdict(layer) for layer in report.layers],

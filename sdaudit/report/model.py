@@ -232,6 +232,9 @@ class AuditReport:
     run: dict[str, Any] = field(default_factory=dict)
     """The only values that differ between two runs of one command
     (:class:`~sdaudit.report.blocks.RunBlock`)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Where scan's settings came from (:class:`~sdaudit.report.blocks.SettingsBlock`); empty
+    for audits run through the Python API."""
     schema_version: str = SCHEMA_VERSION
     """MAJOR.MINOR of this report's JSON Schema; a minor version only adds fields."""
 

@@ -216,6 +216,9 @@ importance = obj(blocks.ImportanceBlock, {
     "per_layer": {"type": "array", "items": obj(blocks.ImportanceCorrelation, {
         "layer": string, "spearman": num}, ["layer", "spearman"])}},
     ["metric", "per_layer", "spearman_all"], nullable=True)
+settings = obj(blocks.SettingsBlock, {
+    "config": opt_string, "sources": {"type": "object", "additionalProperties": string}},
+    ["config", "sources"])
 run = obj(blocks.RunBlock, {"started": string, "finished": string,
                             "duration_s": {"type": "number"},
                             "forward_passes": {"type": "integer"}},
@@ -224,8 +227,8 @@ run = obj(blocks.RunBlock, {"started": string, "finished": string,
 top = documented(AuditReport, {
     "schema_version": {"type": "string", "pattern": "^1\\.[0-9]+$"},
     "sdaudit_version": string, "model": model, "data": data, "runtime": runtime,
-    "config": config, "unablated": unablated, "layers": {"type": "array", "items": layer,
-                                                         "minItems": 1},
+    "config": config, "settings": settings, "unablated": unablated,
+    "layers": {"type": "array", "items": layer, "minItems": 1},
     "ablation": ablation, "noise": {"oneOf": [{"type": "null"}, curve("levels")]},
     "importance": importance, "summary": summary, "gate": gate, "run": run})
 # Schema 1.3 renamed `baseline` (it read as the --baseline report) to `unablated`; 1.x reports

@@ -217,8 +217,7 @@ importance = obj(blocks.ImportanceBlock, {
         "layer": string, "spearman": num}, ["layer", "spearman"])}},
     ["metric", "per_layer", "spearman_all"], nullable=True)
 settings = obj(blocks.SettingsBlock, {
-    "config": opt_string, "sources": {"type": "object", "additionalProperties": string}},
-    ["config", "sources"])
+    "config": opt_string, "sources": {"type": "object", "additionalProperties": string}})
 run = obj(blocks.RunBlock, {"started": string, "finished": string,
                             "duration_s": {"type": "number"},
                             "forward_passes": {"type": "integer"}},

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
+from approx import assert_reports_close
 from models import _export, save
 
 from sdaudit.api import audit
@@ -31,7 +32,8 @@ def test_io_binding_gives_the_plain_runs_numbers():
     assert plain["runtime"]["io_binding"] is False
     assert bound["runtime"]["io_binding"] is True
     for part in ("ablation", "noise"):
-        assert bound[part] == plain[part]
+        # Equal up to float32 summation order (onnxruntime 1.32 differs in kl_mean's 7th digit).
+        assert_reports_close(bound[part], plain[part], part)
 
 
 def test_fp16_curves_stay_within_0005_of_fp32():
@@ -83,8 +85,8 @@ def test_fp16_that_changes_predictions_falls_back_to_fp32(tmp_path):
     assert any("fp16 changed" in note for note in report["summary"]["notes"])
     plain = json.loads(dumps(audit(str(model), str(data), AuditConfig(
         measures=("ablation", "noise"), draws=2, device="cpu"))))
-    assert report["ablation"] == plain["ablation"]
-    assert report["noise"] == plain["noise"]  # the noise session fell back too
+    assert_reports_close(report["ablation"], plain["ablation"], "ablation")
+    assert_reports_close(report["noise"], plain["noise"], "noise")  # the noise session fell back too
 
 
 def _all_from_level_0(levels, offsets, masks):

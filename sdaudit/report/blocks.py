@@ -189,6 +189,19 @@ class ImportanceBlock(TypedDict):
     """How the importance intervals were computed."""
 
 
+class EstimateBlock(TypedDict):
+    """The time estimate made on the calibration chunk (sdaudit.runtime.estimate.Estimate)."""
+
+    total_s: float
+    """Estimated wall time of the whole audit, seconds."""
+    setup_s: float
+    """Estimated seconds before the first pass (loading, rewriting, sessions)."""
+    by_measure: dict[str, float]
+    """Estimated seconds by part: "statistics" (prefix and unablated runs), then each measure."""
+    calibrated_on: int
+    """Samples of the sweep pass's calibration chunk the estimate was made on."""
+
+
 class RunBlock(TypedDict):
     """The only values that differ between two runs of the same command."""
 
@@ -200,6 +213,8 @@ class RunBlock(TypedDict):
     """Wall-clock seconds of the audit."""
     forward_passes: int
     """Forward passes the plan counted (samples × configurations, plus unablated runs)."""
+    estimate: EstimateBlock
+    """The time estimate the run made of itself, to compare with `duration_s`."""
 
 
 class DrawsBlock(TypedDict):

@@ -220,7 +220,12 @@ settings = obj(blocks.SettingsBlock, {
     "config": opt_string, "sources": {"type": "object", "additionalProperties": string}})
 run = obj(blocks.RunBlock, {"started": string, "finished": string,
                             "duration_s": {"type": "number"},
-                            "forward_passes": {"type": "integer"}},
+                            "forward_passes": {"type": "integer"},
+                            "estimate": obj(blocks.EstimateBlock, {
+                                "total_s": {"type": "number"}, "setup_s": {"type": "number"},
+                                "by_measure": {"type": "object",
+                                               "additionalProperties": {"type": "number"}},
+                                "calibrated_on": {"type": "integer"}})},
           ["started", "finished", "duration_s"])
 
 top = documented(AuditReport, {

@@ -94,6 +94,11 @@ def test_every_field_of_a_real_report_is_documented(tmp_path):
     schema = load_schema()
     jsonschema.validate(report, schema)
     assert undocumented_keys(report, schema) == []
+    # --time-budget adds its choice to the run block.
+    budgeted = tmp_path / "budget.json"
+    assert sdaudit("scan", str(model), "--data", str(data), "--time-budget", "30s", "-q",
+                   "--json", str(budgeted)).returncode == 0
+    assert undocumented_keys(json.loads(budgeted.read_text()), schema) == []
     # The renamed block: the new name and the deprecated one hold the same figures.
     assert report["unablated"] == report["baseline"]
     assert report["unablated"]["accuracy"] == 1.0  # the counting net is right on every sample

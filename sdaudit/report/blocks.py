@@ -202,6 +202,25 @@ class EstimateBlock(TypedDict):
     """Samples of the sweep pass's calibration chunk the estimate was made on."""
 
 
+class TimeBudgetBlock(TypedDict):
+    """What --time-budget chose (issue 14)."""
+
+    budget_s: float
+    """The budget, seconds."""
+    calibration_s: float
+    """Seconds spent calibrating before choosing."""
+    images: int
+    """Images the audit used (stratified by class, seeded)."""
+    of: int
+    """Images in the data."""
+    draws: int
+    """Draws per point chosen."""
+    predicted_s: float
+    """Predicted seconds of the audit with that choice."""
+    fits: bool
+    """Whether the choice fits the budget (false: even the fewest images and draws exceed it)."""
+
+
 class RunBlock(TypedDict):
     """The only values that differ between two runs of the same command."""
 
@@ -215,6 +234,8 @@ class RunBlock(TypedDict):
     """Forward passes the plan counted (samples × configurations, plus unablated runs)."""
     estimate: EstimateBlock
     """The time estimate the run made of itself, to compare with `duration_s`."""
+    time_budget: TimeBudgetBlock
+    """With --time-budget: what it chose."""
 
 
 class DrawsBlock(TypedDict):

@@ -225,7 +225,12 @@ run = obj(blocks.RunBlock, {"started": string, "finished": string,
                                 "total_s": {"type": "number"}, "setup_s": {"type": "number"},
                                 "by_measure": {"type": "object",
                                                "additionalProperties": {"type": "number"}},
-                                "calibrated_on": {"type": "integer"}})},
+                                "calibrated_on": {"type": "integer"}}),
+                            "time_budget": obj(blocks.TimeBudgetBlock, {
+                                "budget_s": {"type": "number"}, "calibration_s": {"type": "number"},
+                                "images": {"type": "integer"}, "of": {"type": "integer"},
+                                "draws": {"type": "integer"}, "predicted_s": {"type": "number"},
+                                "fits": {"type": "boolean"}})},
           ["started", "finished", "duration_s"])
 
 top = documented(AuditReport, {

@@ -17,7 +17,7 @@ app = typer.Typer(
     help="Audit exported neural networks for reliance on single directions "
     "(Morcos et al., ICLR 2018): ablate channels, add unit-scaled noise, measure selectivity.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

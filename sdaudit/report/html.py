@@ -12,7 +12,7 @@ import io
 import math
 from typing import Any
 
-from sdaudit.report.text import unablated
+from sdaudit.report.text import gate_text, unablated
 
 RISK_COLOURS = {"low": "#1a7f37", "medium": "#b08800", "high": "#cf222e", None: "#57606a"}
 CSS = """
@@ -26,6 +26,11 @@ padding:1rem 1.25rem;margin:1rem 0}.risk{font-weight:700;font-size:1.3rem}
 table{border-collapse:collapse;font-size:.82rem}td,th{padding:.15rem .5rem;text-align:right;
 border-bottom:1px solid #eaeef2}th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
 .muted{color:#57606a;font-size:.85rem}code{font-size:.85em}
+.gate{font-weight:700;padding:.35rem .6rem;border-radius:6px;display:inline-block;margin:0}
+.gate.fail{color:#fff;background:#cf222e}.gate.pass{color:#1a7f37;background:#dafbe1}
+.gate.none{color:#57606a;background:#f6f8fa}
+td,th{white-space:nowrap}.row.stacked{flex-direction:column;align-items:stretch}
+.row.stacked .fig{flex:0 0 auto;max-width:760px}.row.stacked .nums{flex:0 0 auto}
 """
 
 
@@ -93,10 +98,13 @@ def _curve_numbers(c: dict[str, Any], x_key: str, x_label: str) -> str:
     return _table([x_label, "accuracy", "s.d.", "95% CI", "normalized", "agreement"], rows)
 
 
-def _section(title: str, figure: str, numbers: str, note: str = "") -> str:
+def _section(title: str, figure: str, numbers: str, note: str = "", stacked: bool = False) -> str:
+    """A heading, then the figure and its numbers side by side (``stacked``: the numbers below,
+    full width, for tables of long names)."""
     extra = f'<p class="muted">{note}</p>' if note else ""
-    return (f"<h2>{html.escape(title)}</h2>{extra}<div class='row'><div class='fig'>{figure}</div>"
-            f"<div class='nums'>{numbers}</div></div>")
+    row = "row stacked" if stacked else "row"
+    return (f"<h2>{html.escape(title)}</h2>{extra}<div class='{row}'><div class='fig'>{figure}"
+            f"</div><div class='nums'>{numbers}</div></div>")
 
 
 def render_report(report: dict[str, Any]) -> str:
@@ -107,13 +115,15 @@ def render_report(report: dict[str, Any]) -> str:
     gate = report["gate"]
     ci = s.get("ablation_auc_ci") or [None, None]
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in s.get("notes", []))
+    # A failed gate is red, a passed one green, none grey: the risk colours only the heading.
+    gate_class = "none" if not gate.get("checks") else "pass" if gate["passed"] else "fail"
     parts.append(
         f"<div class='verdict'><div class='risk' style='color:{RISK_COLOURS.get(risk, '#57606a')}'>"
         f"Reliance on single directions: {html.escape(str(risk or 'not graded')).upper()}</div>"
         f"<p>Ablation AUC <b>{_f(s.get('ablation_auc'))}</b> (95% CI {_f(ci[0])}–{_f(ci[1])}); "
         f"noise AUC <b>{_f(s.get('noise_auc'))}</b>; unablated accuracy "
         f"<b>{_f(unablated(report)['accuracy'])}</b> on {report['data']['samples']} samples. "
-        f"Gate: <b>{html.escape(gate['verdict'])}</b>.</p>"
+        f"</p><p class='gate {gate_class}'>Gate: {html.escape(gate_text(gate))}</p>"
         f"<p class='muted'>1.0 = removing units changes nothing. Grades: low ≥ "
         f"{s['risk_thresholds']['low']} > medium ≥ {s['risk_thresholds']['medium']} > high; "
         "compare against a sibling model (an earlier checkpoint, another seed) for a firm verdict."
@@ -160,11 +170,12 @@ def render_report(report: dict[str, Any]) -> str:
     layers = report["layers"]
     if any(layer["units"]["selectivity"] for layer in layers):
         fig, ax = _figure()
-        for layer in layers:
-            si = layer["units"]["selectivity"]
-            if si:
-                ax.hist([v for v in si if v is not None], bins=20, range=(0, 1), alpha=0.5,
-                        label=layer["name"])
+        # One call: each bin's bars stand side by side, opaque and edged, in the colour cycle
+        # (translucent bars drawn over each other blended into one colour).
+        shown = [la for la in layers if la["units"]["selectivity"]]
+        ax.hist([[v for v in la["units"]["selectivity"] if v is not None] for la in shown],
+                bins=20, range=(0, 1), label=[la["name"] for la in shown], edgecolor="white",
+                linewidth=0.5)
         ax.set_xlabel("class selectivity index")
         ax.set_ylabel("units")
         ax.legend(fontsize=7)
@@ -228,5 +239,6 @@ def render_comparison(ranking: list[dict[str, Any]], warnings: list[str]) -> str
             + _section("Models ranked by ablation AUC", _svg(fig),
                        _table(["rank", "model", "AUC", "95% CI", "overlaps next", "accuracy"],
                               rows),
-                       "Neighbours whose intervals overlap are not reliably ordered."))
+                       "Neighbours whose intervals overlap are not reliably ordered.",
+                       stacked=True))
     return _page("sdaudit compare", body)

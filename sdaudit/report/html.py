@@ -172,9 +172,9 @@ def render_report(report: dict[str, Any]) -> str:
         fig, ax = _figure()
         # One call: each bin's bars stand side by side, opaque and edged, in the colour cycle
         # (translucent bars drawn over each other blended into one colour).
-        shown = [la for la in layers if la["units"]["selectivity"]]
-        ax.hist([[v for v in la["units"]["selectivity"] if v is not None] for la in shown],
-                bins=20, range=(0, 1), label=[la["name"] for la in shown], edgecolor="white",
+        with_si = [la for la in layers if la["units"]["selectivity"]]
+        ax.hist([[v for v in la["units"]["selectivity"] if v is not None] for la in with_si],
+                bins=20, range=(0, 1), label=[la["name"] for la in with_si], edgecolor="white",
                 linewidth=0.5)
         ax.set_xlabel("class selectivity index")
         ax.set_ylabel("units")

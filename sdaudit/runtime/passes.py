@@ -114,6 +114,10 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
         why = "; ".join(f"{n}: {reason}" for reason, n in data.skipped.reasons.items())
         notes.append(f"{data.skipped.count} unreadable images skipped "
                      f"(first: {', '.join(data.skipped.examples)}; {why})")
+    held = int((base.class_counts > 0).sum())
+    if data.labelled and 0 < held < k:
+        notes.append(f"the data holds {held} of the model's {k} classes: per-class figures and "
+                     "class selectivity cover those only")
     transparent = int(getattr(data, "transparent", 0))
     if transparent:
         notes.append(f"{transparent} images have transparent pixels: their alpha was "

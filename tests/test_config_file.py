@@ -83,7 +83,7 @@ def test_a_pyproject_without_the_table_changes_nothing(project):
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("fail_undr = 0.5\n", "unknown key 'fail_undr'; did you mean 'fail-under'?"),
-    ('draws = "many"\n', "draws = 'many': 'many' is not a valid int"),
+    ('mi-bins = "many"\n', "mi-bins = 'many': 'many' is not a valid int"),
     ("per-layer = 3\n", "per-layer = 3:"),
     ("no-quiet = true\n", "unknown key 'no-quiet'"),
     ("[scan]\ndraws = 2\n", "unknown key 'scan'"),

@@ -93,6 +93,7 @@ def _curve_plot(curves: list[tuple[str, dict[str, Any]]], x_key: str, xlabel: st
 
 def _curve_numbers(c: dict[str, Any], x_key: str, x_label: str) -> str:
     rows = [[c[x_key][i], c["accuracy_mean"][i], c["accuracy_std"][i],
+             "–" if c["accuracy_ci_low"][i] is None else
              f"{_f(c['accuracy_ci_low'][i])}–{_f(c['accuracy_ci_high'][i])}",
              c["normalized_mean"][i], c["agreement_mean"][i]] for i in range(len(c[x_key]))]
     return _table([x_label, "accuracy", "s.d.", "95% CI", "normalized", "agreement"], rows)

@@ -21,6 +21,7 @@ from sdaudit.data.open import DataOptions
 from sdaudit.errors import DataError, SdauditError
 from sdaudit.report.model import AuditReport
 from sdaudit.runtime.estimate import Estimate
+from sdaudit.runtime.executors import Execution
 
 
 class Hooks:
@@ -79,24 +80,28 @@ def _load_with_data_shape(model_path: str | Path, input_shape: Any, data_path: s
 def audit(model_path: str | Path, data_path: str | Path | None, config: AuditConfig | None = None, *,
           input_shape: Any = None, data_options: DataOptions | None = None,
           selectivity_data: str | Path | None = None, output: str | None = None,
-          hooks: Hooks | None = None, dry_run: bool = False, time_budget: float | None = None,
+          hooks: Hooks | None = None, execution: Execution | None = None,
+          dry_run: bool = False, time_budget: float | None = None,
           max_images: int | None = None) -> AuditReport:
     """Measure how much the model at ``model_path`` relies on single directions, on ``data_path``.
 
+    ``execution``: which executor runs the units of work, and the checkpoint folder.
     Raises :class:`~sdaudit.errors.SdauditError` for anything wrong with what was given, an
     ONNX Runtime failure that the model as given has on the data included.
     ``dry_run``: announce the plan and the estimate (``hooks``) from the first two chunks of
-    each pass only; the report returned then covers those chunks alone. ``time_budget``
+    each pass only; the report returned then covers those chunks alone (no checkpoint kept).
+    ``time_budget``
     (seconds): calibrate as ``dry_run`` does, then audit the most images (a seeded sample,
     stratified by class) and draws whose estimate fits (sdaudit.analysis.budget); the report's
     notes and ``run.time_budget`` say what was chosen. ``max_images``: audit a seeded,
     stratified sample of this many images.
     """
+    opened: list[Any] = []  # executors to close, whatever happens
     try:
         return _audit(model_path, data_path, config, input_shape=input_shape,
                       data_options=data_options, selectivity_data=selectivity_data,
-                      output=output, hooks=hooks, dry_run=dry_run, time_budget=time_budget,
-                      max_images=max_images)
+                      output=output, hooks=hooks, execution=execution, dry_run=dry_run,
+                      time_budget=time_budget, max_images=max_images, opened=opened)
     except Exception as exc:
         from sdaudit.runtime.diagnose import is_ort_error, raise_if_data_fault
 
@@ -105,19 +110,24 @@ def audit(model_path: str | Path, data_path: str | Path | None, config: AuditCon
         data_paths = [data_path] + ([selectivity_data] if selectivity_data is not None else [])
         raise_if_data_fault(model_path, data_paths, input_shape, data_options)
         raise
+    finally:
+        for executor in opened:
+            executor.close()
 
 
 def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditConfig | None = None,
            *, input_shape: Any = None, data_options: DataOptions | None = None,
            selectivity_data: str | Path | None = None, output: str | None = None,
-           hooks: Hooks | None = None, dry_run: bool = False, time_budget: float | None = None,
-           max_images: int | None = None) -> AuditReport:
-    """The audit itself (:func:`audit` adds the diagnosis of ONNX Runtime failures)."""
+           hooks: Hooks | None = None, execution: Execution | None = None,
+           dry_run: bool = False, time_budget: float | None = None,
+           max_images: int | None = None, opened: list[Any] | None = None) -> AuditReport:
+    """The audit itself (:func:`audit` adds the diagnosis of ONNX Runtime failures and closes
+    the executors it ``opened``)."""
     if time_budget is not None and not dry_run:
         return _within_budget(model_path, data_path, config or AuditConfig(), time_budget,
                               hooks or Hooks(), input_shape=input_shape,
                               data_options=data_options, selectivity_data=selectivity_data,
-                              output=output)
+                              output=output, execution=execution)
     from dataclasses import replace
 
     from sdaudit.analysis import configs
@@ -128,11 +138,12 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
     from sdaudit.report import baseline
     from sdaudit.report.build import figures
     from sdaudit.report.gate import baseline_auc, judge
-    from sdaudit.runtime.engine import Engine
     from sdaudit.runtime.estimate import Calibrator
+    from sdaudit.runtime.executors import EngineSpec, make_executor
     from sdaudit.runtime.passes import execute
 
     config = config or AuditConfig()
+    execution = execution or Execution()
     old: dict[str, Any] | None = None
     baseline_notes: list[str] = []
     if config.gate.baseline_report is not None:
@@ -173,17 +184,23 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
         baseline.check_subject(old, tuple((la.name, la.channels) for la in layers),
                                {**data.describe(), "samples": data.num_samples},
                                config.gate.baseline_report)
-    engine = Engine(loaded, layers, device=config.device, threads=config.threads,
-                    ablation_value=config.ablation_value, noise=config.wants("noise"),
-                    seed=config.seed,
-                    chunk_size=config.chunk_for(
-                        int(np.prod(layout.shape)) * np.dtype(layout.dtype).itemsize),
-                    output=output, precision=config.precision, io_binding=config.io_binding,
-                    prune=config.prune, metric=config.metric, class_axis=config.class_axis,
-                    # suffixes that start at later layers pay off where configurations leave
-                    # the first layers intact: per-layer curves, single units, ordered ablation
-                    levels=(config.wants("ablation") and config.per_layer)
-                    or config.wants("importance") or config.wants("ordered"))
+    options = {
+        "device": config.device, "threads": config.threads, "seed": config.seed,
+        "ablation_value": config.ablation_value, "noise": config.wants("noise"),
+        "chunk_size": config.chunk_for(int(np.prod(layout.shape))
+                                       * np.dtype(layout.dtype).itemsize),
+        "output": output, "precision": config.precision, "io_binding": config.io_binding,
+        "prune": config.prune, "metric": config.metric, "class_axis": config.class_axis,
+        # suffixes that start at later layers pay off where configurations leave the first
+        # layers intact: per-layer curves, single units, ordered ablation
+        "levels": (config.wants("ablation") and config.per_layer)
+        or config.wants("importance") or config.wants("ordered")}
+    executor = make_executor(execution.executor, EngineSpec(loaded, tuple(layers), options),
+                             None if dry_run else
+                             checkpoint(execution, loaded, data, config, layers, output),
+                             address=execution.ray_address, workers=execution.workers)
+    if opened is not None:
+        opened.append(executor)
     # -- plan ---------------------------------------------------------------------------------
     separate = selectivity_data is not None
     table = configs.ConfigTable(layers)
@@ -193,7 +210,7 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
     if config.wants("importance"):
         from sdaudit.runtime.importance import ImportancePlan
 
-        imp = ImportancePlan.make(loaded.proto, layers, engine, closed_form=config.closed_form,
+        imp = ImportancePlan.make(loaded.proto, layers, executor, closed_form=config.closed_form,
                                   zero_ablation=config.ablation_value == "zero",
                                   samples=config.importance_samples,
                                   population=data.num_samples, seed=config.seed)
@@ -205,8 +222,8 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
         # one timed) and scale to the whole data; nothing else is run.
         from sdaudit.data.subsample import FirstChunks
 
-        data = FirstChunks(data, 2 * engine.chunk_size)
-        sel_data = FirstChunks(sel_data, 2 * engine.chunk_size)
+        data = FirstChunks(data, 2 * executor.chunk_size)
+        sel_data = FirstChunks(sel_data, 2 * executor.chunk_size)
         if imp is not None:
             imp.calibrate_only = True
     hooks.plan(plan)
@@ -218,10 +235,11 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
                             importance_units=0 if imp is None else len(imp.masked_units()),
                             started=t0)
     # -- execute, build, gate -----------------------------------------------------------------
-    meas = execute(engine, table, config, data, sel_data, separate_selectivity=separate,
+    meas = execute(executor, table, config, data, sel_data, separate_selectivity=separate,
                    fused=fused, progress=hooks.progress,
                    calibrator=calibrator, importance=imp)
     figs = figures(table, meas, config)
+    info = executor.info
     summary, verdict = judge(config, figs, old, meas.counts.n)
     if baseline_notes:
         summary = replace(summary, notes=(*baseline_notes, *summary.notes))
@@ -232,19 +250,23 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
         sdaudit_version=__version__,
         model={"path": str(model_path), "sha256": loaded.sha256, "converted_onnx": loaded.converted,
                "inputs": [s.to_dict() for s in loaded.inputs],
-               "outputs": [s.to_dict() for s in loaded.outputs], "output_used": engine.output,
-               "output_choice": choice.reason, "metric": engine.metric.describe(),
-               "output_kind": "probabilities" if engine.probabilities else "logits",
+               "outputs": [s.to_dict() for s in loaded.outputs], "output_used": info.output,
+               "output_choice": choice.reason, "metric": info.metric.describe(),
+               "output_kind": "probabilities" if executor.probabilities else "logits",
                "opset": loaded.opset, "ir_version": int(loaded.proto.ir_version)},
-        data={**data.describe(), "samples": counts.n // engine.metric.positions, "classes": meas.classes,
+        data={**data.describe(), "samples": counts.n // info.metric.positions,
+              "classes": meas.classes,
               "class_names": class_names,
               "classes_present": int((counts.class_counts > 0).sum()),
               "skipped": data.skipped.count, "skipped_examples": list(data.skipped.examples),
               "selectivity_data": None if selectivity_data is None else str(selectivity_data),
               "labels": "given" if data.labelled else "predicted"},
-        runtime={**engine.runtime.to_dict(), "cut": list(engine.cut),
-                 **({} if engine.fp16_changed is None
-                    else {"fp16_prediction_change": engine.fp16_changed})},
+        runtime={**info.runtime, "cut": list(info.cut),
+                 **({} if info.fp16_changed is None
+                    else {"fp16_prediction_change": info.fp16_changed}),
+                 "executor": executor.name, "workers": executor.workers,
+                 "chunk_size": info.chunk_size, "units_run": executor.units_run,
+                 "units_resumed": executor.units_resumed},
         config=config.to_dict(), unablated=figs.baseline, layers=figs.layers,
         ablation=figs.ablation, noise=figs.noise, importance=figs.importance,
         summary=summary, gate=verdict,
@@ -254,6 +276,19 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
              "forward_passes": plan.forward_passes,
              **({} if calibrator.result is None else {"estimate": calibrator.result.to_dict()})},
     )
+
+
+def checkpoint(execution: Execution, loaded: Any, data: Any, config: AuditConfig,
+               layers: list[Any], output: str) -> Any:
+    """The checkpoint folder of ``--checkpoint`` for this audit (None without one)."""
+    if execution.checkpoint is None:
+        return None
+    from sdaudit.runtime.checkpoint import Checkpoint
+
+    return Checkpoint(execution.checkpoint, {
+        "sdaudit": __version__, "model": loaded.sha256, "data": data.describe(),
+        "samples": data.num_samples, "config": config.to_dict(),
+        "layers": [layer.name for layer in layers], "output": output})
 
 
 class _Captured(Hooks):
@@ -313,4 +348,4 @@ def _within_budget(model_path: str | Path, data_path: str | Path | None, config:
                         "duration_s": round(time.perf_counter() - t0, 3)})
 
 
-__all__ = ["Hooks", "Plan", "SdauditError", "audit"]
+__all__ = ["Execution", "Hooks", "Plan", "SdauditError", "audit"]

@@ -30,6 +30,10 @@ class SdauditError(Exception):
             return f"{self.message} ({self.hint})"
         return self.message
 
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
+        # Raised in a Ray worker, it comes back to the driver whole (message and hint).
+        return (type(self), (self.message, self.hint))
+
 
 class BadFlagError(SdauditError):
     """A command-line option or configuration value is invalid."""

@@ -52,6 +52,11 @@ def _draws(text: str) -> int | str:
                            "e.g. --draws 10, or --draws auto") from None
 
 
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
@@ -248,6 +253,19 @@ def scan(
     class_axis: int | None = typer.Option(
         None, help="The output's class axis for per-position metrics [default: from the graph: "
         "a Softmax's axis, a MatMul's last axis, a Conv's channels].", show_default=False),
+    executor: Executor = typer.Option(Executor.local, help="Who runs the units of work (a chunk "
+                                      "under a pass's configurations): local (this process) or "
+                                      "ray (Ray actors: pip install 'sdaudit[ray]')."),
+    ray_address: str | None = typer.Option(None, help="--executor ray: a running Ray cluster "
+                                           "[default: start a local Ray with this machine's CPUs "
+                                           "and GPUs].", show_default=False),
+    workers: int | None = typer.Option(None, help="--executor ray: Ray actors, each with its "
+                                       "engine [default: one per GPU, else one per CPU].",
+                                       show_default=False),
+    checkpoint: Path | None = typer.Option(None, help="Keep each finished unit's counts in this "
+                                           "folder; rerun with the same folder to resume an "
+                                           "interrupted scan (refused for another model, data "
+                                           "or configuration).", show_default=False),
     input_shape: InputShapeOpt = None,
     preset: str = typer.Option("none", help="Image preprocessing preset: none (/255, resize to the "
                                "input) or imagenet (short side 256, centre crop 224, ImageNet "
@@ -320,7 +338,7 @@ def scan(
     code = EXIT_OK
     with boundary(on_error=error_document(fmt.value, str(model))):
         try:
-            from sdaudit.api import audit
+            from sdaudit.api import Execution, audit
             from sdaudit.config import MEASURES, AuditConfig, Gate, RiskThresholds
             from sdaudit.model.load import parse_input_shapes
 
@@ -387,7 +405,9 @@ def scan(
             report = audit(model, data, config, input_shape=parse_input_shapes(input_shape),
                            data_options=options, selectivity_data=selectivity_data,
                            output=output, hooks=hooks,  # type: ignore[arg-type]
-                           dry_run=dry_run, time_budget=budget_s)
+                           dry_run=dry_run, time_budget=budget_s,
+                           execution=Execution(executor.value, ray_address, workers,
+                                               None if checkpoint is None else str(checkpoint)))
         finally:
             hooks.close()
         if dry_run:

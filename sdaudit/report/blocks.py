@@ -145,6 +145,17 @@ class RuntimeBlock(TypedDict):
     fp16_prediction_change: float
     """With --precision fp16: share of the first chunk's unablated predictions that fp16
     changed (kept only at ≤ 0.5 %)."""
+    executor: str
+    """Who ran the units of work (a chunk under a pass's configurations): local or ray
+    (since 1.3)."""
+    workers: int
+    """Engines that ran units: 1 for local, the Ray actors for ray (since 1.3)."""
+    chunk_size: int
+    """Samples per chunk actually used (the model's fixed batch where it has one) (since 1.3)."""
+    units_run: int
+    """Units of work computed by this run, over all passes (since 1.3)."""
+    units_resumed: int
+    """Units read back from --checkpoint instead of computed (since 1.3)."""
 
 
 class UnablatedBlock(TypedDict):

@@ -186,7 +186,11 @@ runtime = obj(blocks.RuntimeBlock, {
     "cut": {"type": "array", "items": string}, "precision": {"enum": ["fp32", "fp16"]},
     "io_binding": {"type": "boolean"}, "prune": {"type": "boolean"},
     "pruned_configurations": {"type": "integer", "minimum": 0},
-    "fp16_prediction_change": {"type": "number", "minimum": 0, "maximum": 1}},
+    "fp16_prediction_change": {"type": "number", "minimum": 0, "maximum": 1},
+    "executor": {"enum": ["local", "ray"]}, "workers": {"type": "integer", "minimum": 1},
+    "chunk_size": {"type": "integer", "minimum": 1},
+    "units_run": {"type": "integer", "minimum": 0},
+    "units_resumed": {"type": "integer", "minimum": 0}},
     ["device", "provider", "threads", "onnxruntime_version"])
 opt_bool = {"type": ["boolean", "null"]}
 config = obj(AuditConfig, {

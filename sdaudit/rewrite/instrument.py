@@ -14,7 +14,7 @@ outputs: the pass checks exactly that before it returns.
 
 With ``noise_source="input"`` the standard-normal draw is an input too, ``<T>.eps`` (T's shape,
 or [1, ...] to broadcast), instead of an in-graph RandomNormalLike: the engine then draws it once
-per chunk and draw (:func:`noise_generator`) and reuses it across noise levels.
+per chunk and draw (keyed by seed, chunk and draw: runtime.suffix) and reuses it across levels.
 """
 
 from __future__ import annotations
@@ -315,35 +315,6 @@ def graph_seed(seed: int, position: int) -> float:
         return float(value)
     state = np.random.SeedSequence([seed, position]).generate_state(1)[0]
     return float(int(state) % EXACT_FLOAT_SEEDS)
-
-
-def noise_generator(inst: InstrumentedModel, seed: int) -> onnx.ModelProto:
-    """A model drawing the standard-normal ``<T>.eps`` of each layer of ``inst``::
-
-        "<T>.eps_shape" int64[rank] ─ConstantOfShape─► zeros ─RandomNormalLike(seed + i)─► "<T>.eps"
-
-    Its RandomNormalLike nodes keep their state between runs (ONNX Runtime seeds each once), so
-    the same sequence of runs draws the same numbers.
-    """
-    import onnx
-    from onnx import TensorProto, helper
-
-    nodes, inputs, outputs = [], [], []
-    for position, (layer, name) in enumerate(zip(inst.layers, inst.eps_inputs, strict=True)):
-        rank = len(layer.shape)
-        inputs.append(helper.make_tensor_value_info(name + "_shape", TensorProto.INT64, [rank]))
-        nodes.append(helper.make_node(
-            "ConstantOfShape", [name + "_shape"], [name + "_zeros"],
-            value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])))
-        nodes.append(helper.make_node("RandomNormalLike", [name + "_zeros"], [name],
-                                      mean=0.0, scale=1.0, seed=graph_seed(seed, position)))
-        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
-                                                     ["eps_batch", *layer.shape[1:]]))
-    graph = helper.make_graph(nodes, "sdaudit_noise", inputs, outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
 
 
 def probe_inputs(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:

@@ -7,12 +7,16 @@ chunks add up (``SweepCounts.merge``), so the unit of work can run anywhere.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sdaudit.analysis.intervals import ImageMoments
+
+if TYPE_CHECKING:
+    from sdaudit.analysis.configs import MomentSpec
 
 
 @dataclass
@@ -55,6 +59,17 @@ class UnitStats:
         self.unit_min = np.minimum(self.unit_min, means.min(axis=0))
         self.unit_max = np.maximum(self.unit_max, means.max(axis=0))
         np.add.at(self.class_sums, y, means)
+
+    def merge(self, other: UnitStats) -> UnitStats:
+        """The statistics of both parts' samples (sums add; minima and maxima combine)."""
+        return UnitStats(self.n + other.n, self.correct + other.correct, self.loss + other.loss,
+                         self.class_counts + other.class_counts,
+                         self.class_correct + other.class_correct, self.unit_sum + other.unit_sum,
+                         self.unit_sumsq + other.unit_sumsq,
+                         self.unit_elem_sq + other.unit_elem_sq,
+                         np.minimum(self.unit_min, other.unit_min),
+                         np.maximum(self.unit_max, other.unit_max),
+                         self.class_sums + other.class_sums, self.nonfinite + other.nonfinite)
 
     @property
     def accuracy(self) -> float:
@@ -153,6 +168,102 @@ class PassResult:
     # per curve of the moment specs given: image moments of its area and points (intervals)
     mask_moments: dict[str, ImageMoments] = field(default_factory=dict)
     noise_moments: dict[str, ImageMoments] = field(default_factory=dict)
+
+    def merge(self, other: PassResult) -> PassResult:
+        """Both parts together (``self`` first: float sums are added in the order merged)."""
+        def both(a: Any, b: Any, add: Callable[[Any, Any], Any]) -> Any:
+            return b if a is None else a if b is None else add(a, b)
+
+        def moments(a: dict[str, ImageMoments],
+                    b: dict[str, ImageMoments]) -> dict[str, ImageMoments]:
+            return {**a, **{k: a[k].merge(v) if k in a else v for k, v in b.items()}}
+
+        return PassResult(both(self.stats, other.stats, UnitStats.merge),
+                          both(self.hist, other.hist, np.add),
+                          both(self.mask_counts, other.mask_counts, SweepCounts.merge),
+                          both(self.noise_counts, other.noise_counts, SweepCounts.merge),
+                          moments(self.mask_moments, other.mask_moments),
+                          moments(self.noise_moments, other.noise_moments))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Every number, by name (``part.field``): what a checkpoint stores (no pickles)."""
+        out: dict[str, np.ndarray] = {}
+        for part in ("stats", "mask_counts", "noise_counts"):
+            value = getattr(self, part)
+            if value is not None:
+                for name, v in vars(value).items():
+                    if name != "hits":  # a chunk's scratch, not a count
+                        out[f"{part}.{name}"] = np.asarray(v)
+        for part in ("mask_moments", "noise_moments"):
+            for curve, m in getattr(self, part).items():
+                for name, v in vars(m).items():
+                    out[f"{part}|{curve}|{name}"] = np.asarray(v)
+        if self.hist is not None:
+            out["hist"] = self.hist
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PassResult:
+        """The inverse of :meth:`to_arrays` (scalars come back as Python numbers)."""
+        def part(name: str, kind: type[Any]) -> Any:
+            fields = {k.split(".", 1)[1]: v for k, v in arrays.items()
+                      if k.startswith(name + ".")}
+            if not fields:
+                return None
+            return kind(**{k: (v.item() if v.ndim == 0 else v) for k, v in fields.items()})
+
+        def moments(name: str) -> dict[str, ImageMoments]:
+            curves: dict[str, dict[str, Any]] = {}
+            for k, v in arrays.items():
+                if k.startswith(name + "|"):
+                    _, curve, field_name = k.split("|")
+                    curves.setdefault(curve, {})[field_name] = v.item() if v.ndim == 0 else v
+            return {curve: ImageMoments(**fields) for curve, fields in curves.items()}
+
+        return cls(part("stats", UnitStats), arrays.get("hist"),
+                   part("mask_counts", SweepCounts), part("noise_counts", SweepCounts),
+                   moments("mask_moments"), moments("noise_moments"))
+
+
+@dataclass(frozen=True)
+class Work:
+    """The configuration set of one pass: what every unit of work of the pass does to its chunk.
+
+    ``configs`` holds distinct mask rows (row 0 all ones); ``pass_id`` numbers the passes of
+    one audit, ``samples`` is the pass's data size (pruning weighs its saving against it)."""
+
+    pass_id: int
+    samples: int
+    stats: bool = False
+    hist: HistSpec | None = None
+    configs: Configs | None = None
+    unit_mean: np.ndarray | None = None
+    # curves whose per-image moments to keep (over the distinct rows: runtime.moments.remap)
+    moments: MomentSpec | None = None
+    noise_moments: MomentSpec | None = None
+    observe: bool = False  # return the unperturbed outputs, unit means, labels, log-probabilities
+
+    @property
+    def rows_per_sample(self) -> int:
+        """Runs per sample: the unperturbed one and one per configuration."""
+        c = self.configs
+        return 1 + (0 if c is None else len(c.masks) + len(c.noise_sd))
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """The counts of one unit of work (one chunk under one pass's configuration set)."""
+
+    index: int  # the chunk's place in the data: results merge in this order
+    counts: PassResult
+    samples: int
+    rates: dict[str, Any]  # seconds per sample: prefix, statistics run, per configuration;
+    # per distinct mask row and noise row on this chunk (row_s, noise_row_s)
+    probabilities: bool  # the model's output read as probabilities (else logits)
+    num_classes: int
+    resumed: bool = False  # read back from a checkpoint, not run
+    # with ``Work.observe``: (outputs, unit means [n, U], labels or predictions, log-probabilities)
+    observed: tuple[np.ndarray, ...] | None = None
 
 
 def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,16 @@
-"""The streaming sweep engine: passes over the data, calling the runtime's parts.
+"""The engine of one worker: a model's sessions, and the unit of work on them.
 
-* Data arrive in chunks; memory does not grow with the number of samples.
+``Engine.run_unit(index, x, labels, work)`` runs one chunk under one pass's configuration set
+and returns its counts (runtime.counts); the executors (runtime.executors) feed it chunks and
+merge the counts in chunk order.
+
 * Per chunk, the prefix (everything no control can change) runs once; one run of the statistics
   suffix gives the unperturbed outputs, the unit statistics and the cuts of later suffix levels;
   each configuration runs only its suffix (runtime.suffix), with its masks fed as inputs, or a
   pruned suffix (runtime.pruning): no session is rebuilt during a sweep.
-* Per configuration only counts and sums are kept (runtime.counts), which merge by addition: a
-  chunk × a set of configurations is a self-contained unit of work.
+* Per configuration only counts and sums are kept, which merge by addition: a chunk × a set of
+  configurations is a self-contained unit of work. Its random draws (noise) are keyed by the
+  seed, the chunk's index and the draw, so a unit gives the same counts wherever it runs.
 """
 
 from __future__ import annotations
@@ -18,30 +22,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sdaudit.analysis.configs import MomentSpec
-from sdaudit.errors import DataError, InternalError, ModelError
+from sdaudit.errors import InternalError, ModelError
 from sdaudit.runtime.counts import (
     Configs,
-    HistSpec,
     PassResult,
     SweepCounts,
+    UnitResult,
     UnitStats,
-    unique_rows,
+    Work,
 )
-from sdaudit.runtime.moments import chunk_moments, merge_into, remap
-from sdaudit.runtime.suffix import Progress, out_of_memory
-
-# observe(out, means, y, logp) on every chunk of a statistics pass
-Observer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+from sdaudit.runtime.moments import chunk_moments, merge_into
+from sdaudit.runtime.suffix import out_of_memory
 
 if TYPE_CHECKING:
     from sdaudit.analysis.metrics import Reference
-    from sdaudit.data.base import Dataset
     from sdaudit.model.layers import LayerInfo
     from sdaudit.model.load import LoadedModel
     from sdaudit.ort import RuntimeInfo
 
-__all__ = ["Configs", "Engine", "HistSpec", "PassResult", "SweepCounts", "UnitStats"]
 
 
 class Engine:
@@ -88,7 +86,7 @@ class Engine:
         self.chunk_size = self.fixed_batch or chunk_size
         self.threads = threads or usable_cores()
         self.device = device
-        self.sessions = Sessions(self.variants, device, self.threads, precision, seed)
+        self.sessions = Sessions(self.variants, device, self.threads, precision)
         if self.variants.noise is not None and not self.variants.noise.eps_inputs:
             self.notes.append("a noise layer's shape is not fully known: every noise run draws "
                               "afresh (no draw shared across noise levels)")
@@ -97,14 +95,13 @@ class Engine:
         self.io_binding = on_cuda if io_binding is None else io_binding
         self.suffix = SuffixRunner(self.variants, self.sessions, self.layers, self.offsets,
                                    self.notes, io_binding=self.io_binding,
-                                   device_type="cuda" if on_cuda else "cpu")
+                                   device_type="cuda" if on_cuda else "cpu", seed=seed)
         self.pruning = Pruning(self.variants, self.sessions, self.suffix, self.layers,
                                self.offsets, self.notes, ablation_value=ablation_value,
                                prune=prune)
         self._suffix_s = 0.0  # one unperturbed suffix run per sample (last chunk)
+        self._pass_id: int | None = None  # the pass whose units this engine runs now
         self._row_s: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
-        self._moments: tuple[MomentSpec | None, MomentSpec | None] = (None, None)
-        self._pass_samples = 0
         self.cut = self.variants.cut
         self.num_classes: int | None = None
         out_spec = next(o for o in loaded.outputs if o.name == self.output)
@@ -144,7 +141,7 @@ class Engine:
     @property
     def runtime(self) -> RuntimeInfo:
         return replace(self._runtime, precision=self.precision, io_binding=self.io_binding,
-                       prune=self.pruning.enabled, pruned_configs=self.pruning.pruned_configs)
+                       prune=self.pruning.enabled)
 
     # -- pieces ------------------------------------------------------------------------------
     def _padded(self, x: np.ndarray) -> np.ndarray:
@@ -189,159 +186,105 @@ class Engine:
             self._metric_ready = True
             self.num_classes = self.metric.classes
 
-
     # -- passes ------------------------------------------------------------------------------
-    def run_pass(self, data: Dataset, *, stats: bool = False, hist: HistSpec | None = None,
-                 configs: Configs | None = None, unit_mean: np.ndarray | None = None,
-                 progress: Progress | None = None, phase: str = "pass",
-                 calibrated: Callable[[dict[str, Any]], None] | None = None,
-                 observe: Observer | None = None,
-                 moments: MomentSpec | None = None,
-                 noise_moments: MomentSpec | None = None) -> PassResult:
-        """One pass over the data, doing per chunk everything that was asked for.
+    def run_unit(self, index: int, x: np.ndarray, labels: np.ndarray, work: Work,
+                 step: Callable[[int], None] | None = None) -> UnitResult:
+        """The unit of work: chunk ``index`` (``x``, ``labels``) under ``work``'s configuration
+        set, to its counts. The prefix runs once for all of it.
 
-        ``stats``/``hist``: run the unperturbed model with its statistics outputs (unit
-        statistics; the joint histogram of binned unit means and class). ``configs``: run every
-        configuration (suffix only, stacked). The prefix runs once per chunk for all of it.
-        ``observe(out, means, y, logp)``: called on every chunk of a statistics pass with the
-        unperturbed output, the units' spatial means [n, U], the labels (or predictions) and
-        the log-probabilities (closed-form importance reads them).
-        ``moments``/``noise_moments``: curves of the mask/noise configurations whose per-image
-        moments to keep (runtime.moments: what the intervals' image variance needs).
-        """
+        ``work.stats``/``work.hist``: run the unperturbed model with its statistics outputs
+        (unit statistics; the joint histogram of binned unit means and class). ``work.configs``:
+        run every configuration (suffix only, stacked). ``step(rows)`` as runs finish.
+        Pre-condition: the units of one pass share their ``work`` (its ``pass_id``)."""
         from sdaudit.rewrite.instrument import neutral_controls
 
+        if work.pass_id != self._pass_id:  # the first unit of a pass this engine runs
+            self._pass_id = work.pass_id
+            self.pruning.start_pass()
         result = PassResult()
-        self.pruning.start_pass()
-        self._pass_samples = data.num_samples
-        expand: np.ndarray | None = None
-        planned = 0 if configs is None else len(configs.masks) + len(configs.noise_sd)
-        if configs is not None:
-            # Identical masks (every draw's fraction 0, say) give identical results: run each once.
-            unique, expand = unique_rows(configs.masks)
-            configs = Configs(unique, configs.noise_sd, configs.noise_draw)
-        self._moments = (None if moments is None or expand is None else remap(moments, expand),
-                         noise_moments)
+        observed: tuple[np.ndarray, ...] | None = None
+        configs = work.configs
+        stats, hist = work.stats, work.hist
         ctl = neutral_controls(self.variants.stats, 1)
-        unit_idx = np.arange(self.units)
-        total = data.num_samples * (1 + (0 if configs is None else
-                                         len(configs.masks) + len(configs.noise_sd)))
-        done = 0
-        chunks_seen = 0
-        pending_rate: dict[str, Any] | None = None
-        first_rate: dict[str, Any] = {}
-        for x, labels in data.chunks(self.chunk_size):
-            n = len(labels)
-            t0 = time.perf_counter()
-            cut = self._run_prefix(x)
-            t1 = time.perf_counter()
-            base: tuple[Reference, np.ndarray] | None = None
-            # The cut tensors of later suffix levels come out of the statistics run (padded rows
-            # kept: the suffixes run on the padded chunk).
-            extra = list(self.variants.level_outputs) if configs is not None else []
-            level_cut: dict[str, np.ndarray] = {}
-            want_units = stats or hist is not None
-            if want_units or configs is not None:
-                # One run serves the statistics, the histogram and the sweep's unperturbed row
-                # (always from this fp32 session).
-                names = [self.output, *self.variants.stats.mean_outputs,
-                         *self.variants.stats.sqmean_outputs] \
-                    if want_units else [self.output]
-                t_run = time.perf_counter()
-                raw = self.sessions.stats.run([*names, *extra], {**cut, **ctl})
-                # the cost of one unperturbed suffix run, per sample (pruning's break-even)
-                self._suffix_s = (time.perf_counter() - t_run) / max(n, 1)
-                level_cut = dict(zip(extra, raw[len(names):], strict=True))
-                outs = [o[:n] for o in raw[:len(names)]]
-                out = outs[0]
-                self._check_output(out, labels if n and labels[0] >= 0 else labels[:0])
-                ref = self.metric.reference(out)
-                classify = self.metric.kind == "classification"
-                if classify:
-                    pred, logp = ref.pred, ref.logp
-                else:  # per-sample class statistics need a classifier's labels: one class
-                    pred, logp = np.zeros(n, np.int64), np.zeros((n, 1))
-                if want_units:
-                    y = (labels if n and labels[0] >= 0 else pred) if classify else pred
-                    means = np.concatenate(
-                        [o.astype(np.float64) for o in outs[1:1 + len(self.layers)]], axis=1)
-                    if stats:
-                        if result.stats is None:
-                            result.stats = UnitStats.zeros(
-                                int(self.num_classes or out.shape[1]) if classify else 1,
-                                self.units)
-                        sqmeans = np.concatenate(
-                            [o.astype(np.float64) for o in outs[1 + len(self.layers):]], axis=1)
-                        result.stats.add(out.reshape(n, -1), pred, logp, y, means, sqmeans)
-                    if observe is not None:
-                        observe(out, means, y, logp)
-                    if hist is not None:
-                        k = int(self.num_classes or out.shape[1]) if classify else 1
-                        if result.hist is None:
-                            result.hist = np.zeros((self.units, hist.bins, k), dtype=np.int64)
-                        from sdaudit.analysis.selectivity import bin_index
+        n = len(labels)
+        t0 = time.perf_counter()
+        cut = self._run_prefix(x)
+        t1 = time.perf_counter()
+        base: tuple[Reference, np.ndarray] | None = None
+        # The cut tensors of later suffix levels come out of the statistics run (padded rows
+        # kept: the suffixes run on the padded chunk).
+        extra = list(self.variants.level_outputs) if configs is not None else []
+        level_cut: dict[str, np.ndarray] = {}
+        want_units = stats or hist is not None
+        if want_units or configs is not None:
+            # One run serves the statistics, the histogram and the sweep's unperturbed row
+            # (always from this fp32 session).
+            names = [self.output, *self.variants.stats.mean_outputs,
+                     *self.variants.stats.sqmean_outputs] if want_units else [self.output]
+            t_run = time.perf_counter()
+            raw = self.sessions.stats.run([*names, *extra], {**cut, **ctl})
+            # the cost of one unperturbed suffix run, per sample (pruning's break-even)
+            self._suffix_s = (time.perf_counter() - t_run) / max(n, 1)
+            level_cut = dict(zip(extra, raw[len(names):], strict=True))
+            outs = [o[:n] for o in raw[:len(names)]]
+            out = outs[0]
+            self._check_output(out, labels if n and labels[0] >= 0 else labels[:0])
+            ref = self.metric.reference(out)
+            classify = self.metric.kind == "classification"
+            if classify:
+                pred, logp = ref.pred, ref.logp
+            else:  # per-sample class statistics need a classifier's labels: one class
+                pred, logp = np.zeros(n, np.int64), np.zeros((n, 1))
+            if want_units:
+                y = (labels if n and labels[0] >= 0 else pred) if classify else pred
+                means = np.concatenate(
+                    [o.astype(np.float64) for o in outs[1:1 + len(self.layers)]], axis=1)
+                k = int(self.num_classes or out.shape[1]) if classify else 1
+                if stats:
+                    result.stats = UnitStats.zeros(k, self.units)
+                    sqmeans = np.concatenate(
+                        [o.astype(np.float64) for o in outs[1 + len(self.layers):]], axis=1)
+                    result.stats.add(out.reshape(n, -1), pred, logp, y, means, sqmeans)
+                if work.observe:
+                    observed = (out, means, y, logp)
+                if hist is not None:
+                    from sdaudit.analysis.selectivity import bin_index
 
-                        b = bin_index(means, hist.lo, hist.hi, hist.bins)
-                        flat = (unit_idx[None, :] * hist.bins + b) * k + y[:, None]
-                        result.hist += np.bincount(flat.ravel(),
-                                                   minlength=result.hist.size).reshape(
-                            result.hist.shape)
-                base = (ref, out)
-            t2 = time.perf_counter()
-            done += n
-            if configs is not None:
-                done = self._sweep_chunk(cut, labels, configs, unit_mean, result, base, done,
-                                         total, progress, phase, {**cut, **level_cut})
-            t3 = time.perf_counter()
-            # Rates from the second chunk: the first pays for the sessions' warm-up.
-            chunks_seen += 1
-            pending_rate = {"prefix_s_per_sample": (t1 - t0) / max(n, 1),
-                            "stats_s_per_sample": (t2 - t1) / max(n, 1),
-                            # per sample and planned configuration (duplicates included)
-                            "config_s_per_sample": (t3 - t2) / max(n * planned, 1)}
-            if configs is not None and expand is not None:
-                # per sample, each planned configuration's share (twins share their run)
-                row_s, noise_s = self._row_s
-                twins = np.bincount(expand, minlength=len(row_s))
-                pending_rate["row_s_per_sample"] = row_s[expand] / twins[expand] / max(n, 1)
-                pending_rate["noise_row_s_per_sample"] = noise_s / max(n, 1)
-                pending_rate["samples"] = n
-            if chunks_seen == 1:
-                first_rate = pending_rate
-            if chunks_seen == 2 and calibrated is not None:
-                # a short last chunk times per-run overheads more than per-sample work: then
-                # the first chunk (warm-up included) is the better measure
-                calibrated(pending_rate if 2 * n >= self.chunk_size else first_rate)
-                pending_rate = None
-            if progress:
-                progress(phase, done, total)
-        if chunks_seen == 1 and calibrated is not None and pending_rate is not None:
-            calibrated(pending_rate)
-        if result.stats is not None:
-            if result.stats.n == 0:
-                raise DataError(f"no usable samples in {data.path!r}",
-                                "check that the data holds readable samples")
-            if result.stats.nonfinite:
-                raise ModelError(
-                    f"the model gives NaN or infinite outputs on {result.stats.nonfinite} of "
-                    f"{result.stats.n} samples of the unablated run",
-                    "check the preprocessing (--mean/--std, scale) and the model",
-                )
-        elif done == 0:
-            raise DataError(f"no usable samples in {data.path!r}",
-                            "check that the data holds readable samples")
-        # Configurations that ran pruned on every chunk: those still in the plan at the end.
-        self.pruning.end_pass()
-        if result.mask_counts is not None and expand is not None:
-            result.mask_counts = result.mask_counts.take(expand)
-        return result
+                    b = bin_index(means, hist.lo, hist.hi, hist.bins)
+                    flat = (np.arange(self.units)[None, :] * hist.bins + b) * k + y[:, None]
+                    result.hist = np.bincount(flat.ravel(), minlength=self.units * hist.bins * k
+                                              ).reshape(self.units, hist.bins, k)
+            base = (ref, out)
+        t2 = time.perf_counter()
+        if step:
+            step(n)
+        if configs is not None:
+            self._sweep_chunk(index, cut, labels, configs, work, result, base, step,
+                              {**cut, **level_cut})
+        t3 = time.perf_counter()
+        planned = 0 if configs is None else len(configs.masks) + len(configs.noise_sd)
+        rates: dict[str, Any] = {"prefix_s_per_sample": (t1 - t0) / max(n, 1),
+                                 "stats_s_per_sample": (t2 - t1) / max(n, 1),
+                                 "config_s_per_sample": (t3 - t2) / max(n * planned, 1)}
+        if configs is not None:
+            # seconds of each distinct mask row and each noise row on this chunk
+            rates["row_s"], rates["noise_row_s"] = self._row_s
+        return UnitResult(index, result, n, rates, bool(self.probabilities),
+                          int(self.num_classes or 0), observed=observed)
 
-    def _sweep_chunk(self, cut: dict[str, np.ndarray], labels: np.ndarray, configs: Configs,
-                     unit_mean: np.ndarray | None, result: PassResult,
-                     base: tuple[Reference, np.ndarray] | None, done_rows: int, total_rows: int,
-                     progress: Progress | None, phase: str,
-                     unperturbed: dict[str, np.ndarray]) -> int:
-        """Every configuration on one chunk; counts go into ``result``.
+    def planned_rows(self, pass_id: int) -> tuple[int, ...] | None:
+        """The configurations of pass ``pass_id`` that ran pruned on every chunk this engine ran
+        (None: it ran none of the pass)."""
+        if pass_id != self._pass_id:
+            return None
+        return tuple(sorted(int(r) for fused in self.pruning.plan or [] for r in fused.rows))
+
+    def _sweep_chunk(self, index: int, cut: dict[str, np.ndarray], labels: np.ndarray,
+                     configs: Configs, work: Work, result: PassResult,
+                     base: tuple[Reference, np.ndarray] | None,
+                     step: Callable[[int], None] | None,
+                     unperturbed: dict[str, np.ndarray]) -> None:
+        """Every configuration on chunk ``index``; counts go into ``result``.
 
         ``unperturbed``: the chunk's cut and the unperturbed values of the later levels' cuts.
         """
@@ -351,17 +294,16 @@ class Engine:
             raise InternalError("the first mask configuration must be the unperturbed model")
         noise_sd = np.ascontiguousarray(configs.noise_sd, dtype=np.float32)
         has_noise = len(noise_sd) > 0 and self.sessions.noise is not None
-        if result.mask_counts is None:
-            result.mask_counts = SweepCounts.zeros(len(masks), k)
-            result.noise_counts = SweepCounts.zeros(len(noise_sd), k) if has_noise else None
+        result.mask_counts = SweepCounts.zeros(len(masks), k)
+        result.noise_counts = SweepCounts.zeros(len(noise_sd), k) if has_noise else None
         n = len(labels)
-        if base is None:  # run_pass always computes the unperturbed row first
+        if base is None:  # run_unit always computes the unperturbed row first
             raise InternalError("a sweep chunk without the unperturbed predictions")
         ref, base_out = base
         y = self.metric.targets(labels, ref)  # one class per item (labels or predictions)
         if self.precision == "fp16" and self.fp16_changed is None:
             self.suffix.check_fp16(cut, n, base_out, self.metric)
-        mask_spec, noise_spec = self._moments
+        mask_spec, noise_spec = work.moments, work.noise_moments
         for spec, of, m in ((mask_spec, result.mask_counts, len(masks)),
                             (noise_spec, result.noise_counts, len(noise_sd))):
             # per item: a sample, or each of its positions; the masks' row 0 (the unperturbed
@@ -370,9 +312,8 @@ class Engine:
                 of.hits = np.zeros((m, len(y)))
         # Row 0 is the unperturbed model, which the statistics run just computed.
         self.metric.accumulate(result.mask_counts, np.arange(1), base_out, 1, y, ref)
-        done_rows += n
         if self.pruning.plan is None:
-            self.pruning.plan = self.pruning.make_plan(masks, self._suffix_s * self._pass_samples)
+            self.pruning.plan = self.pruning.make_plan(masks, self._suffix_s * work.samples)
         # each configuration's share of this chunk's time (the per-measure estimate)
         row_s, noise_s = np.zeros(len(masks)), np.zeros(len(noise_sd))
         t0 = time.perf_counter()
@@ -380,28 +321,20 @@ class Engine:
                                   self.metric)
         if len(pruned):
             row_s[pruned] += (time.perf_counter() - t0) / len(pruned)
-        done_rows += n * len(pruned)
-        if progress and len(pruned):
-            progress(phase, done_rows, total_rows)
+        if step:
+            step(n * (1 + len(pruned)))
         jobs = self.suffix.jobs(masks, noise_sd, configs.noise_draw, pruned, cut, unperturbed,
                                 result.mask_counts, result.noise_counts if has_noise else None)
-        done = [done_rows]
-
-        def step(rows: int) -> None:
-            done[0] += rows
-            if progress:
-                progress(phase, done[0], total_rows)
-
         for job in jobs:
             t0 = time.perf_counter()
-            self.suffix.run(job, n, y, ref, self.metric, unit_mean, step)
-            spent = (row_s if job.counts is result.mask_counts else noise_s)
+            self.suffix.run(job, index, n, y, ref, self.metric, work.unit_mean, step)
+            spent = row_s if job.counts is result.mask_counts else noise_s
             spent[job.rows] += (time.perf_counter() - t0) / max(len(job.rows), 1)
         self._row_s = (row_s, noise_s)
-        for counts in {id(c): c for c in (result.mask_counts, result.noise_counts)
-                       if c is not None and (c is result.mask_counts or has_noise)}.values():
-            counts.n += len(y)  # items: samples, or positions of every sample
-            np.add.at(counts.class_counts, y, 1)
+        for counts in (result.mask_counts, result.noise_counts):
+            if counts is not None:
+                counts.n += len(y)  # items: samples, or positions of every sample
+                np.add.at(counts.class_counts, y, 1)
         unperturbed_hits = result.mask_counts.hits
         for spec, of, target in ((mask_spec, result.mask_counts, result.mask_moments),
                                  (noise_spec, result.noise_counts, result.noise_moments)):
@@ -414,4 +347,3 @@ class Engine:
         for of in (result.mask_counts, result.noise_counts):
             if of is not None:
                 of.hits = None
-        return done[0]

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from sdaudit.model.layers import LayerInfo
     from sdaudit.model.linear_head import LinearHead
     from sdaudit.runtime.counts import SweepCounts
-    from sdaudit.runtime.engine import Engine
+    from sdaudit.runtime.executors import Executor
 
 
 @dataclass
@@ -44,7 +44,7 @@ class ImportancePlan:
     calibrate_only: bool = False  # --dry-run: the data is its first chunks, not sampled again
 
     @classmethod
-    def make(cls, model: Any, layers: list[LayerInfo], engine: Engine, *, closed_form: bool,
+    def make(cls, model: Any, layers: list[LayerInfo], engine: Executor, *, closed_form: bool,
              zero_ablation: bool, samples: int, population: int, seed: int) -> ImportancePlan:
         heads: dict[int, LinearHead] = {}
         # the closed form computes classification counts (a class-score output [N, K])
@@ -84,7 +84,7 @@ class ImportancePlan:
 
     def observe(self, out: np.ndarray, means: np.ndarray, y: np.ndarray,
                 logp: np.ndarray) -> None:
-        """One chunk of the statistics run (see Engine.run_pass's ``observe``)."""
+        """One chunk of the statistics run (see Executor.run_pass's ``observe``)."""
         import time
 
         t0 = time.perf_counter()

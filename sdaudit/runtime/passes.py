@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from sdaudit.config import AuditConfig
     from sdaudit.data.base import Dataset
     from sdaudit.runtime.counts import SweepCounts, UnitStats
-    from sdaudit.runtime.engine import Engine
     from sdaudit.runtime.estimate import Calibrator
+    from sdaudit.runtime.executors import Executor
     from sdaudit.runtime.importance import ImportancePlan
 
 
@@ -59,12 +59,12 @@ class DrawBatch:
     moments: dict[str, ImageMoments]
 
 
-def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Dataset,
+def execute(engine: Executor, table: ConfigTable, config: AuditConfig, data: Dataset,
             sel_data: Dataset, *, separate_selectivity: bool, fused: bool,
             progress: Any, calibrator: Calibrator,
             importance: ImportancePlan | None = None) -> Measurements:
-    """Run the passes of an audit; ordered, importance and noise configurations join ``table``
-    once the unablated statistics are known.
+    """Run the passes of an audit through ``engine`` (an executor); ordered, importance and
+    noise configurations join ``table`` once the unablated statistics are known.
 
     Pre-condition: ``table`` holds the random-ablation blocks (and, when ``fused``, every
     block). Post-condition: ``counts`` has one row per row of ``table``."""
@@ -197,12 +197,12 @@ def execute(engine: Engine, table: ConfigTable, config: AuditConfig, data: Datas
         unit_mean = base.mean.astype(np.float32) if config.ablation_value == "mean" else None
         more, draws = _more_draws(engine, table, config, data, sweep.mask_moments, unit_mean,
                                   progress, notes)
-    notes.extend(engine.notes)
+    notes.extend(engine.info.notes)
     return Measurements(base, counts, noise_counts, si, pref, mi, k, tuple(notes), found,
                         sweep.mask_moments, sweep.noise_moments, tuple(more), draws)
 
 
-def _sample_pass(engine: Engine, imp: ImportancePlan, units: np.ndarray, data: Dataset,
+def _sample_pass(engine: Executor, imp: ImportancePlan, units: np.ndarray, data: Dataset,
                  unit_mean: np.ndarray | None, progress: Any,
                  calibrator: Calibrator | None) -> SweepCounts:
     """Single-unit ablation of ``units`` on the importance sample (row 0: unperturbed)."""
@@ -219,7 +219,7 @@ def _sample_pass(engine: Engine, imp: ImportancePlan, units: np.ndarray, data: D
     return counts
 
 
-def _importance(engine: Engine, imp: ImportancePlan, table: ConfigTable, counts: SweepCounts,
+def _importance(engine: Executor, imp: ImportancePlan, table: ConfigTable, counts: SweepCounts,
                 imp_units: np.ndarray, data: Dataset, base: UnitStats, progress: Any,
                 sampled: SweepCounts | None,
                 unit_mean: np.ndarray | None) -> tuple[ImportanceEstimate, dict[str, Any]]:
@@ -244,7 +244,7 @@ def _importance(engine: Engine, imp: ImportancePlan, table: ConfigTable, counts:
                                                int(base.n)), [la.name for la in table.layers])
 
 
-def _more_draws(engine: Engine, table: ConfigTable, config: AuditConfig, data: Dataset,
+def _more_draws(engine: Executor, table: ConfigTable, config: AuditConfig, data: Dataset,
                 moments: dict[str, ImageMoments], unit_mean: np.ndarray | None, progress: Any,
                 notes: list[str]) -> tuple[list[DrawBatch], dict[str, Any]]:
     """--draws auto: passes of more draws of the random curves until the joint AUC's interval

@@ -92,15 +92,9 @@ class Pruning:
         self.always = prune is True
         self.pruners: dict[int, Any] = {}
         self.plan: list[Fused] | None = None  # planned per pass, on its first chunk
-        self.pruned_configs = 0  # configurations that ran pruned on every chunk, all passes
 
     def start_pass(self) -> None:
         self.plan = None
-
-    def end_pass(self) -> None:
-        """Count the configurations that ran pruned on every chunk: those still planned."""
-        final: list[Fused] = self.plan or []
-        self.pruned_configs += int(sum(len(fused.rows) for fused in final))
 
     def pruner(self, level: Level) -> Any:
         """The pruning pass over ``level``'s suffix (None where its graph cannot be analysed,

@@ -7,8 +7,8 @@
   configurations; only the small control rows travel per run.
 * ``precision="fp16"``: the first chunk checks that the fp16 sweep suffix changes at most
   FP16_TOLERANCE of the unablated predictions (else the sweep goes back to fp32).
-* Noise: one standard-normal draw per chunk and draw, from the noise generator, shared by every
-  noise level of that draw (common random numbers).
+* Noise: one standard-normal draw per chunk and draw, keyed by (seed, chunk, draw) and shared by
+  every noise level of that draw (common random numbers).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sdaudit.errors import ModelError
+from sdaudit.errors import InternalError, ModelError
 from sdaudit.runtime.counts import SweepCounts
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class Job:
     noise_sd: np.ndarray | None  # [m, U] or None
     counts: SweepCounts
     rows: np.ndarray  # [m] the configurations' rows in ``counts``
-    draws_eps: bool  # feed one fresh standard-normal draw (the noise generator's) to this job
+    draw: int | None  # the noise draw fed to this job as an input (None: none, or in-graph)
     first: int  # the first selected layer the session instruments
     cut: dict[str, np.ndarray]
 
@@ -90,7 +90,7 @@ class SuffixRunner:
 
     def __init__(self, variants: Variants, sessions: Sessions, layers: list[LayerInfo],
                  offsets: np.ndarray, notes: list[str], *, io_binding: bool,
-                 device_type: str) -> None:
+                 device_type: str, seed: int) -> None:
         self.variants = variants
         self.sessions = sessions
         self.layers = layers
@@ -99,6 +99,7 @@ class SuffixRunner:
         self.notes = notes
         self.io_binding = io_binding
         self.device_type = device_type
+        self.seed = seed
         self.group_cap: int | None = None  # configurations per run after an out-of-memory
         # Configurations stack along axis 0 of the cut: only where every cut tensor's batch
         # axis is proven to be 0 (a sequence-first [L, N, C] cut runs one configuration a run).
@@ -193,15 +194,21 @@ class SuffixRunner:
                 "ran in fp32")
             self.sessions.set_precision("fp32")
 
-    def draw_eps(self, rows: int) -> dict[str, np.ndarray]:
-        """One standard-normal draw per noise layer, ``rows`` samples (the noise generator)."""
-        noise, eps = self.variants.noise, self.sessions.eps
-        if noise is None or eps is None:  # pragma: no cover - invariant
+    def draw_eps(self, rows: int, chunk: int, draw: int) -> dict[str, np.ndarray]:
+        """One standard-normal draw per noise layer, ``rows`` samples, for draw ``draw`` of
+        chunk ``chunk``: keyed by (seed, chunk, draw), so the same wherever and whenever the
+        chunk runs (a resumed or distributed sweep draws what an uninterrupted one does)."""
+        noise = self.variants.noise
+        if noise is None or not noise.eps_inputs:  # pragma: no cover - invariant
             return {}
-        names = list(noise.eps_inputs)
-        feeds = {name + "_shape": np.array([rows, *layer.shape[1:]], dtype=np.int64)
-                 for layer, name in zip(self.layers, names, strict=True)}
-        return dict(zip(names, eps.run(names, feeds), strict=True))
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, chunk, draw]))
+        draws = {}
+        for layer, name in zip(self.layers, noise.eps_inputs, strict=True):
+            dims = [d for d in layer.shape[1:] if isinstance(d, int)]
+            if len(dims) != len(layer.shape) - 1:  # pragma: no cover - input noise needs them
+                raise InternalError(f"noise input {name!r} without a known shape")
+            draws[name] = rng.standard_normal((rows, *dims), dtype=np.float32)
+        return draws
 
     def jobs(self, masks: np.ndarray, noise_sd: np.ndarray, noise_draw: np.ndarray | None,
              skip: np.ndarray, cut: dict[str, np.ndarray], unperturbed: dict[str, np.ndarray],
@@ -216,13 +223,13 @@ class SuffixRunner:
             level_cut = cut if level.first == 0 else {
                 name: unperturbed[name] for name in level.split.cut}
             jobs.append(Job(self.sessions.level(level), level.inst, masks[idx], None,
-                            mask_counts, idx, False, level.first, level_cut))
+                            mask_counts, idx, None, level.first, level_cut))
         noise = self.variants.noise
         if noise_counts is not None and noise is not None:
             ones = np.ones_like(noise_sd)
-            if self.sessions.eps is None:
+            if not noise.eps_inputs:
                 jobs.append(Job(self.sessions.noise, noise, ones, noise_sd, noise_counts,
-                                np.arange(len(noise_sd)), False, 0, cut))
+                                np.arange(len(noise_sd)), None, 0, cut))
             else:
                 draws = (np.arange(len(noise_sd)) if noise_draw is None
                          else np.asarray(noise_draw))
@@ -230,17 +237,18 @@ class SuffixRunner:
                 for d in draws[np.sort(first_seen)]:
                     idx = np.flatnonzero(draws == d)
                     jobs.append(Job(self.sessions.noise, noise, ones[idx], noise_sd[idx],
-                                    noise_counts, idx, True, 0, cut))
+                                    noise_counts, idx, int(d), 0, cut))
         return jobs
 
-    def run(self, job: Job, n: int, y: np.ndarray, ref: Reference, metric: Metric,
-            unit_mean: np.ndarray | None, step: Callable[[int], None]) -> None:
-        """Run ``job`` on a chunk of ``n`` samples (``y``: the metric's targets), adding to its
-        counts through ``metric``; ``step(rows)`` after each run."""
+    def run(self, job: Job, chunk: int, n: int, y: np.ndarray, ref: Reference, metric: Metric,
+            unit_mean: np.ndarray | None, step: Callable[[int], None] | None) -> None:
+        """Run ``job`` on chunk ``chunk`` of ``n`` samples (``y``: the metric's targets), adding
+        to its counts through ``metric``; ``step(rows)`` after each run."""
         fixed = self.variants.fixed_batch
         rows = fixed or n
         m = len(job.masks)
-        job_cut = {**job.cut, **self.draw_eps(rows)} if job.draws_eps else job.cut
+        job_cut = (job.cut if job.draw is None else
+                   {**job.cut, **self.draw_eps(rows, chunk, job.draw)})
         g_max = 1 if fixed or not self.stackable else group_size(job_cut, n, m)
         if self.group_cap is not None:
             g_max = min(g_max, self.group_cap)
@@ -272,5 +280,6 @@ class SuffixRunner:
             if fixed:
                 out = out[:n]
             metric.accumulate(job.counts, job.rows[start:stop], out, g, y, ref)
-            step(g * n)
+            if step:
+                step(g * n)
             start = stop

@@ -136,11 +136,10 @@ def build_variants(model: onnx.ModelProto, layers: list[LayerInfo], output: str,
 
 
 class Sessions:
-    """ONNX Runtime sessions of the variants on one device: prefix, statistics suffix, noise
-    generator (fp32 always), and the sweep, noise and level suffixes in ``precision``."""
+    """ONNX Runtime sessions of the variants on one device: prefix and statistics suffix (fp32
+    always), and the sweep, noise and level suffixes in ``precision``."""
 
-    def __init__(self, variants: Variants, device: str, threads: int, precision: str,
-                 seed: int) -> None:
+    def __init__(self, variants: Variants, device: str, threads: int, precision: str) -> None:
         from sdaudit.ort import make_session
 
         self.variants = variants
@@ -152,12 +151,6 @@ class Sessions:
                                     spin=False) if v.stats_split.prefix else None)
         self.stats = make_session(v.stats_split.suffix.SerializeToString(), device, threads,
                                   spin=False)
-        self.eps = None
-        if v.noise is not None and v.noise.eps_inputs:
-            from sdaudit.rewrite.instrument import noise_generator
-
-            self.eps = make_session(noise_generator(v.noise, seed).SerializeToString(), device,
-                                    threads, spin=False)
         self.sweep, self.noise = self._suffixes(precision)
 
     def model_session(self, model: Any, precision: str, arena: bool = True) -> Any:

@@ -184,3 +184,33 @@ def test_a_second_head_does_not_stop_the_levels(tmp_path):
     # are found (it was listed, and its curve stayed at the baseline).
     assert [layer["name"] for layer in report["layers"]] == ["a0"]
     assert report["model"]["output_used"] == "logits"
+
+
+def test_the_sweep_variants_are_checked_against_the_unablated_model(monkeypatch):
+    """The sweep's suffixes (every level, the noise suffix) are instrumented without running the
+    rewrite's own check; on the first chunk each one, with every unit kept and no noise, must give
+    the statistics run's outputs. A suffix that does not (here: a level fed the masks of another
+    configuration) stops the scan with one line instead of measuring the wrong model."""
+    from sdaudit.errors import RewriteError
+    from sdaudit.runtime import suffix
+
+    seen: list[str] = []
+    real = suffix.SuffixRunner.check_neutral
+
+    def spy(self, unperturbed, n, reference):
+        seen.append("checked")
+        return real(self, unperturbed, n, reference)
+
+    monkeypatch.setattr(suffix.SuffixRunner, "check_neutral", spy)
+    config = AuditConfig(measures=("ablation", "noise"), draws=2, device="cpu", chunk_size=100)
+    audit(str(CNN), str(DATA), config)
+    assert seen == ["checked"]  # once per engine, on its first chunk
+
+    real_controls = suffix.SuffixRunner.controls
+
+    def half_masks(self, inst, masks, *args, **kwargs):
+        return real_controls(self, inst, masks * 0.5, *args, **kwargs)
+
+    monkeypatch.setattr(suffix.SuffixRunner, "controls", half_masks)
+    with pytest.raises(RewriteError, match="does not reproduce the model with every unit kept"):
+        audit(str(CNN), str(DATA), config)

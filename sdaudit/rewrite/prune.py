@@ -395,7 +395,12 @@ class Pruner:
 
     def branch(self, masks: dict[str, np.ndarray], name: str) -> Branch:
         """The pruned suffix of one configuration (masks by mask input name, 0/1 per channel),
-        its output called ``name``. Raises NotPrunableError where the pass cannot express it."""
+        its output called ``name``. Raises NotPrunableError where the pass cannot express it.
+
+        Pre-condition: zero ablation (masks of 0 and 1). Post-condition: from the same cut the
+        branch gives the masked suffix's output with those masks; runtime.pruning checks the
+        first and last branch of every fused session against the masked suffix on the first
+        chunk (within 1e-4 of the output's scale) and runs everything masked on a mismatch."""
         b = Branch(name, [], [])
         self._emit(masks, name + "/", b)
         b.cost = b.macs / max(self.full_macs, 1.0)

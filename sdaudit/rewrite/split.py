@@ -51,7 +51,13 @@ def _downstream(starts: list[Any]) -> tuple[set[str], set[int]]:
 
 
 def split(inst: InstrumentedModel, outputs: tuple[str, ...]) -> SplitModel:
-    """Cut ``inst`` so that ``outputs`` (model outputs and statistics) come from the suffix."""
+    """Cut ``inst`` so that ``outputs`` (model outputs and statistics) come from the suffix.
+
+    Pre-condition: every name in ``outputs`` depends on a control input (else RewriteError).
+    Post-condition: the prefix computes exactly the cut tensors from the model's inputs; the
+    suffix reads only the cut, the controls and its own constants, and gives ``outputs`` as
+    ``inst`` does (the engine checks each sweep suffix on its first chunk with neutral controls:
+    runtime.suffix.SuffixRunner.check_neutral; the tests check prefix + suffix = whole)."""
     import onnx_graphsurgeon as gs
 
     from sdaudit.rewrite.instrument import _restore_header

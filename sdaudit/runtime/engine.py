@@ -101,6 +101,7 @@ class Engine:
                                prune=prune)
         self._suffix_s = 0.0  # one unperturbed suffix run per sample (last chunk)
         self._pass_id: int | None = None  # the pass whose units this engine runs now
+        self._checked = False  # the sweep variants' post-condition, checked on a first chunk
         self._row_s: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
         self.cut = self.variants.cut
         self.num_classes: int | None = None
@@ -301,6 +302,9 @@ class Engine:
             raise InternalError("a sweep chunk without the unperturbed predictions")
         ref, base_out = base
         y = self.metric.targets(labels, ref)  # one class per item (labels or predictions)
+        if not self._checked:  # the variants' post-condition, on this engine's first chunk
+            self.suffix.check_neutral(unperturbed, n, base_out)
+            self._checked = True
         if self.precision == "fp16" and self.fp16_changed is None:
             self.suffix.check_fp16(cut, n, base_out, self.metric)
         mask_spec, noise_spec = work.moments, work.noise_moments

@@ -194,6 +194,47 @@ class SuffixRunner:
                 "ran in fp32")
             self.sessions.set_precision("fp32")
 
+    def check_neutral(self, unperturbed: dict[str, np.ndarray], n: int,
+                      reference: np.ndarray) -> None:
+        """Post-condition of the sweep's variants (instrumented without running the pass's own
+        check): on this chunk, every suffix the sweep runs — the sweep suffix, each later level,
+        the noise suffix — with neutral controls (every unit kept, no noise) gives the
+        statistics run's outputs ``reference`` (that variant's rewrite was checked), within
+        :func:`~sdaudit.rewrite.instrument.equivalence_tolerance` scaled by the outputs'
+        magnitude. fp16 suffixes are checked on predictions instead (:meth:`check_fp16`)."""
+        from sdaudit.errors import RewriteError
+        from sdaudit.rewrite.instrument import equivalence_tolerance
+
+        if self.sessions.precision != "fp32":
+            return
+        v = self.variants
+        rows = v.fixed_batch or n
+        ones = np.ones((1, self.units), dtype=np.float32)
+        ref = np.asarray(reference, dtype=np.float64)
+        finite = np.isfinite(ref)  # non-finite outputs are the statistics pass's to report
+        scale = float(np.abs(ref[finite]).max()) if finite.any() else 1.0
+        atol = equivalence_tolerance(v.stats.model) * max(1.0, scale)
+        checks = [(f"suffix from layer {level.first}", self.sessions.level(level), level.inst,
+                   level.first, {name: unperturbed[name] for name in level.split.cut})
+                  for level in v.levels]
+        if v.noise is not None and self.sessions.noise is not None:
+            checks.append(("noise suffix", self.sessions.noise, v.noise, 0,
+                           {name: unperturbed[name] for name in v.noise_split.cut}
+                           if v.noise_split is not None else {}))
+        for what, session, inst, first, cut in checks:
+            feeds = {**cut, **self.controls(inst, ones, rows, np.zeros_like(ones), None, first)}
+            if inst.eps_inputs:
+                feeds.update({name: np.zeros((rows, *value.shape[1:]), np.float32)
+                              for name, value in self.draw_eps(1, 0, 0).items()})
+            out = np.asarray(session.run([v.output], feeds)[0])[:n]
+            gap = np.abs(out.astype(np.float64) - ref)[finite]
+            worst = float(gap.max()) if gap.size else 0.0
+            if not worst <= atol:
+                raise RewriteError(
+                    f"the sweep's {what} does not reproduce the model with every unit kept "
+                    f"(max difference {worst:.3g} > {atol:.3g})",
+                    "report this model to sdaudit's maintainers; --layers may avoid the layer")
+
     def draw_eps(self, rows: int, chunk: int, draw: int) -> dict[str, np.ndarray]:
         """One standard-normal draw per noise layer, ``rows`` samples, for draw ``draw`` of
         chunk ``chunk``: keyed by (seed, chunk, draw), so the same wherever and whenever the

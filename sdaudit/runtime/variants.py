@@ -68,7 +68,10 @@ def build_variants(model: onnx.ModelProto, layers: list[LayerInfo], output: str,
     """Instrument and split ``model`` for a sweep over ``layers`` (output ``output``).
 
     Post-condition: every variant's prefix cut is the statistics variant's (one prefix run
-    serves them all)."""
+    serves them all). The statistics variant is checked by the rewrite itself (neutral controls
+    reproduce the model); the sweep, noise and level variants are not checked here, which would
+    build a session of each on probe inputs, but on the first chunk, with the sessions the sweep
+    runs, against the statistics run (runtime.suffix.SuffixRunner.check_neutral)."""
     import onnx
 
     from sdaudit.rewrite.batch import free_batch, has_fixed_batch

@@ -45,6 +45,8 @@ def compare(
 
             write_atomic(html_path, render_comparison(ranking, warnings), "--html")
         errors = err_console()
+        if html_path is not None:
+            errors.print(f"[dim]comparison page written to {html_path}[/]")
         for warning in warnings:
             errors.print(f"[yellow]warning:[/] {warning}")
         if fmt is CompareFormat.json:

@@ -300,8 +300,10 @@ def scan(
     data_loader_script: str | None = typer.Option(None, help="FILE.py[:func] yielding (x, y) "
                                                   "batches (runs that file's code).",
                                                   show_default=False),
-    output: str | None = typer.Option(None, help="The model output holding class scores "
-                                      "(default: the first).", show_default=False),
+    output: str | None = typer.Option(None, help="The model output to audit (default: "
+                                      "chosen from the graph: a float [N, K] output, class "
+                                      "scores named as such first; the report says which).",
+                                      show_default=False),
     json_path: Path | None = typer.Option(None, "--json", help="Write the full JSON report here.",
                                           show_default=False),
     html_path: Path | None = typer.Option(None, "--html", help="Write a self-contained HTML "
@@ -319,7 +321,7 @@ def scan(
                                        "interval of the drop lies wholly above --max-drop."),
     risk_thresholds: str = typer.Option("0.7,0.5", help="Ablation AUC bounds LOW,MEDIUM of the "
                                         "risk grades."),
-    top: int = typer.Option(10, help="Most selective units to list."),
+    top: int = typer.Option(10, min=0, help="Most selective units to list (0: none)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     time_budget: str | None = typer.Option(
         None, help="A duration (90s, 10m, 2h): calibrate on the first chunks, then audit the "

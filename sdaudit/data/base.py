@@ -46,6 +46,14 @@ class SkipLog:
         if len(self.examples) < 5:
             self.examples.append(what)
 
+    def summary(self) -> str:
+        """': N files skipped (why, e.g. the first)', or '' when nothing was skipped."""
+        if not self.count:
+            return ""
+        why = ", ".join(f"{n} {reason}" for reason, n in self.reasons.items())
+        first = f", e.g. {self.examples[0]!r}" if self.examples else ""
+        return f": {self.count} files skipped ({why}{first})"
+
 
 @dataclass(frozen=True)
 class Sampling:

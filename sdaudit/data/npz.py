@@ -86,7 +86,9 @@ class NpzDataset:
             else:  # unlabelled: the model's own predictions stand in
                 y = np.full(len(x), -1, dtype=np.int64)
         except (ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise DataError(f"cannot read arrays from {self.path!r}: {exc}") from None
+            raise DataError(f"cannot read arrays from {self.path!r}: {exc}",
+                            "store x and y as numeric arrays: numpy.savez(path, "
+                            "x=x.astype('float32'), y=y.astype('int64'))") from None
         self._x, self._y = x, y
         self._index: np.ndarray | None = None
         if sampling is not None and sampling.active:

@@ -306,9 +306,11 @@ def _mark_default(layers: list[LayerInfo], gates: set[str] | None = None) -> lis
     """The paper's selection: the last three conv activation layers of a conv net, else every
     hidden activation of an MLP; token models (and graphs without activations) take the last
     three of what there is. Gates (an activation that only scales another tensor, as in
-    squeeze-excitation blocks) and 1×1 maps after global pooling are not conv feature maps."""
+    squeeze-excitation blocks) and 1×1 maps after global pooling are not conv feature maps.
+    A one-channel tensor (an L2 norm before a division, a single score) is no population of
+    directions to ablate at random: it is listed, never selected by default."""
     gates = gates or set()
-    activations = [layer for layer in layers if layer.kind == "activation"]
+    activations = [layer for layer in layers if layer.kind == "activation" and layer.channels > 1]
     conv = [a for a in activations if a.spatial and a.channel_axis == 1 and a.name not in gates
             and _spatial_size(a) != 1]
     dense = [a for a in activations if not a.spatial]
@@ -317,7 +319,7 @@ def _mark_default(layers: list[LayerInfo], gates: set[str] | None = None) -> lis
     elif dense and len(dense) == len(activations):
         chosen = dense
     else:
-        chosen = (activations or layers)[-3:]
+        chosen = (activations or [la for la in layers if la.channels > 1] or layers)[-3:]
     names = {c.name for c in chosen}
     return [
         LayerInfo(**{**asdict(layer), "default": layer.name in names}) for layer in layers

@@ -253,7 +253,7 @@ class Executor:
         result = merged[0]
         if result.stats is not None:
             if result.stats.n == 0:
-                raise DataError(f"no usable samples in {data.path!r}",
+                raise DataError(f"no usable samples in {data.path!r}{data.skipped.summary()}",
                                 "check that the data holds readable samples")
             if result.stats.nonfinite:
                 raise ModelError(
@@ -262,7 +262,7 @@ class Executor:
                     "check the preprocessing (--mean/--std, scale) and the model",
                 )
         elif state["finished"] == 0:
-            raise DataError(f"no usable samples in {data.path!r}",
+            raise DataError(f"no usable samples in {data.path!r}{data.skipped.summary()}",
                             "check that the data holds readable samples")
         # Configurations that ran pruned on every chunk, on every worker that ran the pass.
         ran = self._planned_rows(self._pass_id)

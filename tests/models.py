@@ -227,3 +227,27 @@ def conv_softmax(opset: int = 17, seed: int = 0) -> tuple[onnx.ModelProto, dict[
     graph.nodes.append(gs.Node("Softmax", inputs=[logits], outputs=[probs], attrs={"axis": 1}))
     graph.outputs = [probs]
     return _export(graph, opset), weights
+
+
+def l2_embedding() -> onnx.ModelProto:
+    """An L2-normalised embedding (torch's F.normalize), weights 0.1::
+
+        x[N,4] ─Gemm─► Relu ─► a[N,4] ─Gemm─► e[N,3] ─ReduceL2─► n[N,1] ─Clip(1e-12)─► c[N,1]
+                                                  └──────────────── Div(e, c) ─► emb[N,3]
+    """
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("W0", TensorProto.FLOAT, [4, 4], [0.1] * 16)
+    w1 = helper.make_tensor("W1", TensorProto.FLOAT, [4, 3], [0.1, 0.2, -0.3] * 4)
+    lo = helper.make_tensor("lo", TensorProto.FLOAT, [], [1e-12])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    nodes = [helper.make_node("Gemm", ["x", "W0"], ["g"]), helper.make_node("Relu", ["g"], ["a"]),
+             helper.make_node("Gemm", ["a", "W1"], ["e"]),
+             helper.make_node("ReduceL2", ["e", "axes"], ["n"], keepdims=1),
+             helper.make_node("Clip", ["n", "lo"], ["c"]), helper.make_node("Div", ["e", "c"], ["emb"])]
+    graph = helper.make_graph(
+        nodes, "emb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["N", 3])], [w, w1, lo, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)

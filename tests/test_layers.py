@@ -145,27 +145,10 @@ def test_squeeze_excitation_gates_are_not_default_conv_layers():
 
 
 def test_one_channel_norm_is_listed_but_not_default():
-    """An L2-normalised embedding (torch's F.normalize)::
-
-        x[N,4] ─Gemm─► Relu ─► a[N,4] ─Gemm─► e[N,3] ─ReduceL2─► n[N,1] ─Clip(1e-12)─► c[N,1]
-                                                  └──────────────── Div(e, c) ─► emb[N,3]
-
-    The Clip is an activation op of one channel: a norm, not a population of units. Ablating it
-    divides by zero, so it is listed but never in the default selection (the Relu is)."""
-    w = helper.make_tensor("W0", TensorProto.FLOAT, [4, 4], [0.1] * 16)
-    w1 = helper.make_tensor("W1", TensorProto.FLOAT, [4, 3], [0.1] * 12)
-    lo = helper.make_tensor("lo", TensorProto.FLOAT, [], [1e-12])
-    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
-    nodes = [helper.make_node("Gemm", ["x", "W0"], ["g"]), helper.make_node("Relu", ["g"], ["a"]),
-             helper.make_node("Gemm", ["a", "W1"], ["e"]),
-             helper.make_node("ReduceL2", ["e", "axes"], ["n"], keepdims=1),
-             helper.make_node("Clip", ["n", "lo"], ["c"]), helper.make_node("Div", ["e", "c"], ["emb"])]
-    graph = helper.make_graph(
-        nodes, "emb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["N", 3])], [w, w1, lo, axes])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    model = onnx.shape_inference.infer_shapes(model)
+    """The Clip of models.l2_embedding is an activation op of one channel: a norm, not a
+    population of units. Ablating it divides by zero, so it is listed but never in the default
+    selection (the Relu is)."""
+    model = models.l2_embedding()
     layers = discover_layers(model)
     by_name = {layer.name: layer for layer in layers}
     assert "c" in by_name

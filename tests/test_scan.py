@@ -10,6 +10,7 @@ import jsonschema
 import models
 import numpy as np
 import pytest
+from approx import assert_reports_close
 from conftest import ROOT
 
 from sdaudit.api import audit
@@ -141,7 +142,9 @@ def test_same_command_twice_gives_identical_json_but_run(tmp_path):
     b = json.loads(dumps(audit(path, tmp_path / "d.npz", config)))
     assert a.pop("run") != {}
     assert b.pop("run") != {}
-    assert a == b
+    # Equal up to float32 summation order: ONNX Runtime's thread pool and the timing-based
+    # choice of pruned suffixes (docs/method.md) may sum a value in another order (approx.py).
+    assert_reports_close(a, b)
 
 
 def test_gate_fail_under_and_baseline(counting, tmp_path):

@@ -98,8 +98,12 @@ class Metric:
         """Add ``g`` configurations' outputs (``out`` [g · n, ...]) to ``counts`` rows ``rows``."""
         scores = self.items(out)
         m = len(targets)
-        logp = _log_probs(scores, self.probabilities).reshape(g, m, -1)
+        bad = _count_nonfinite(counts, rows, out, g)
+        with np.errstate(invalid="ignore", over="ignore"):
+            logp = _log_probs(scores, self.probabilities).reshape(g, m, -1)
         pred = np.argmax(scores, axis=1).reshape(g, m)
+        if bad is not None:  # a non-finite output predicts nothing: wrong and unlike the reference
+            pred[np.repeat(bad, m // bad.shape[1], axis=1)] = -1
         hit = pred == targets[None, :]
         if counts.hits is not None:  # per-item outcomes, for the intervals (runtime.moments)
             counts.hits[rows] = hit
@@ -116,6 +120,19 @@ class Metric:
         k = counts.class_correct.shape[1]
         for i, row in enumerate(rows):
             counts.class_correct[row] += np.bincount(targets[hit[i]], minlength=k)[:k]
+
+
+def _count_nonfinite(counts: SweepCounts, rows: np.ndarray, out: np.ndarray,
+                     g: int) -> np.ndarray | None:
+    """[g, n] samples whose output holds a NaN or an infinity, counted in ``counts.nonfinite``
+    (None when there are none, the usual case)."""
+    finite = np.isfinite(out.reshape(g, -1))
+    if finite.all():
+        return None
+    bad = ~np.isfinite(out.reshape(g, len(out) // g, -1)).all(axis=2)
+    if len(counts.nonfinite):
+        counts.nonfinite[rows] += bad.sum(axis=1)
+    return bad
 
 
 def _is_probabilities(scores: np.ndarray) -> bool:
@@ -231,8 +248,12 @@ class RelativeChange(Metric):
         if ref.flat is None:  # pragma: no cover - reference always sets it
             raise ValueError("no reference output")
         n = len(ref.flat)
+        bad = _count_nonfinite(counts, rows, out, g)
         flat = out.reshape(g, n, -1).astype(np.float64)
-        score, rel2, one_minus_cos = self._scores(flat, ref.flat)
+        if bad is not None:  # changed by more than its own size: score 0, relative change 1
+            flat[bad] = 0.0
+        with np.errstate(invalid="ignore", over="ignore"):
+            score, rel2, one_minus_cos = self._scores(flat, ref.flat)
         if counts.hits is not None:  # per-item outcomes, for the intervals (runtime.moments)
             counts.hits[rows] = score
         counts.correct[rows] += score.sum(axis=1)

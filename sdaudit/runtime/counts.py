@@ -105,6 +105,9 @@ class SweepCounts:
     # spread of per-sample changes (standard errors of importance on a sample of the data)
     dloss_sq: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dcorrect_sq: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # [M] samples whose perturbed output held a NaN or an infinity (an ablated unit divided
+    # by, say): they count as wrong and unlike the unperturbed model, and a note says so
+    nonfinite: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # Scratch of the chunk being counted, not a count: its per-image hits [M, n], set by the
     # engine while a sweep keeps image moments (runtime.moments), filled in by ``accumulate``.
     hits: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -113,20 +116,21 @@ class SweepCounts:
     def zeros(cls, configs: int, classes: int) -> SweepCounts:
         return cls(0, np.zeros(configs), np.zeros(configs), np.zeros(configs), np.zeros(configs),
                    np.zeros((configs, classes)), np.zeros(classes), np.zeros(configs),
-                   np.zeros(configs))
+                   np.zeros(configs), np.zeros(configs))
 
     def merge(self, other: SweepCounts) -> SweepCounts:
         return SweepCounts(self.n + other.n, self.correct + other.correct, self.loss + other.loss,
                            self.agree + other.agree, self.kl + other.kl,
                            self.class_correct + other.class_correct,
                            self.class_counts + other.class_counts,
-                           self.dloss_sq + other.dloss_sq, self.dcorrect_sq + other.dcorrect_sq)
+                           self.dloss_sq + other.dloss_sq, self.dcorrect_sq + other.dcorrect_sq,
+                           self.nonfinite + other.nonfinite)
 
     def take(self, rows: np.ndarray) -> SweepCounts:
         """The counts of configurations ``rows`` (repeats allowed)."""
         return SweepCounts(self.n, self.correct[rows], self.loss[rows], self.agree[rows],
                            self.kl[rows], self.class_correct[rows], self.class_counts,
-                           self.dloss_sq[rows], self.dcorrect_sq[rows])
+                           self.dloss_sq[rows], self.dcorrect_sq[rows], self.nonfinite[rows])
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()

@@ -198,6 +198,7 @@ def execute(engine: Executor, table: ConfigTable, config: AuditConfig, data: Dat
         more, draws = _more_draws(engine, table, config, data, sweep.mask_moments, unit_mean,
                                   progress, notes)
     notes.extend(engine.info.notes)
+    notes.extend(_nonfinite_notes(counts, noise_counts))
     return Measurements(base, counts, noise_counts, si, pref, mi, k, tuple(notes), found,
                         sweep.mask_moments, sweep.noise_moments, tuple(more), draws)
 
@@ -292,3 +293,17 @@ def _more_draws(engine: Executor, table: ConfigTable, config: AuditConfig, data:
             "half_width": None if half is None or not math.isfinite(half) else float(half),
             "passes": 1 + len(batches), "stopped": stopped}
     return batches, info
+
+
+def _nonfinite_notes(*parts: SweepCounts | None) -> list[str]:
+    """A note where perturbed outputs held NaN or infinity (scored as wrong, never dropped)."""
+    notes = []
+    for what, counts in zip(("ablation", "noise"), parts, strict=True):
+        if counts is None or not len(counts.nonfinite) or not counts.nonfinite.any():
+            continue
+        hit = int((counts.nonfinite > 0).sum())
+        notes.append(f"{hit} of {len(counts.nonfinite)} {what} configurations gave NaN or "
+                     f"infinite outputs on some samples (up to {int(counts.nonfinite.max())}; "
+                     "an ablated unit divided by?): those samples count as wrong, unlike the "
+                     "unperturbed model")
+    return notes

@@ -46,3 +46,25 @@ def test_ablating_the_norm_gives_a_note(tmp_path):
     # unablated embedding is already 0, every Relu off, may score otherwise)
     assert report["ablation"]["accuracy_mean"][-1] < 0.1
     assert report["ablation"]["accuracy_mean"][0] == 1.0
+
+
+def test_few_samples_say_the_verdict_speaks_for_them_only(tmp_path):
+    """One sample: no variance over images can enter the interval, and the report says so."""
+    from sdaudit.runtime.passes import FEW_SAMPLES
+
+    model = models.save(models.l2_embedding(), tmp_path / "emb.onnx")
+    for n, words in ((1, "cannot include the variance over images"), (30, "rests on few"),
+                     (FEW_SAMPLES, None)):
+        x = np.random.default_rng(n).standard_normal((n, 4)).astype(np.float32) + 1.0
+        np.savez(tmp_path / "x.npz", x=x)
+        out = tmp_path / f"r{n}.json"
+        result = CliRunner().invoke(app, [
+            "scan", str(model), "--data", str(tmp_path / "x.npz"), "--measure", "ablation",
+            "--draws", "2", "--no-per-layer", "-q", "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        notes = [m for m in json.loads(out.read_text())["summary"]["notes"] if "only " in m]
+        if words is None:
+            assert not notes
+        else:
+            assert len(notes) == 1
+            assert words in notes[0]

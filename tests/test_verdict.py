@@ -193,3 +193,18 @@ def test_gate_significant_needs_max_drop(counting, capsys):
     model, data = counting
     assert run(["scan", str(model), "--data", str(data), "-q", "--gate", "significant"]) == 2
     assert "--gate significant" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("old", "new", "words"), [
+    (0.8, 0.8, "no drop"), (0.8, 0.79999995, "no drop"), (0.8, 0.75, "drop 0.050"),
+    (0.8, 0.85, "rise 0.050")])
+def test_drop_message_never_shows_a_signed_zero(old, new, words):
+    from sdaudit.analysis.intervals import Difference
+    from sdaudit.report.baseline import drop_check
+
+    diff = Difference(new - old, -0.0001, 0.0001, True, 0.0, 0.0, False, None, None)
+    for mode in ("point", "significant"):
+        message = drop_check(diff, old, new, 0.02, mode).message
+        assert words in message
+        assert "+0.000" not in message
+        assert "-0.000" not in message

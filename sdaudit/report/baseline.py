@@ -105,19 +105,34 @@ def drop_check(diff: Difference | None, old_auc: float, new_auc: float | None, m
     # precision, or an identical rerun "drops" by the rounding (4e-8)
     value = old_auc - float(f"{new_auc:.7g}")
     ci = (diff.low, diff.high)
-    shown = f" (95% CI {diff.low:+.3f} to {diff.high:+.3f})" if diff.low is not None and \
-        diff.high is not None else " (no interval: one draw)"
+    shown = f" (95% CI of the drop {_signed(diff.low)} to {_signed(diff.high)})" \
+        if diff.low is not None and diff.high is not None else " (no interval: one draw)"
+    change = _change(value)
     if mode == "significant":
         # fail only when even the low end of the drop's interval is past the allowance
         ok = diff.low is None or diff.low <= max_drop + ROUNDING
         verdict = "not significantly more" if ok else "significantly more"
-        msg = (f"ablation AUC {new_auc:.3f} vs baseline {old_auc:.3f}: drop {value:+.3f}{shown}, "
+        msg = (f"ablation AUC {new_auc:.3f} vs baseline {old_auc:.3f}: {change}{shown}, "
                f"{verdict} than allowed {max_drop:.3f}")
     else:
         ok = value <= max_drop + ROUNDING
-        msg = (f"ablation AUC {new_auc:.3f} vs baseline {old_auc:.3f}: drop {value:+.3f}{shown} "
+        msg = (f"ablation AUC {new_auc:.3f} vs baseline {old_auc:.3f}: {change}{shown} "
                f"(allowed {max_drop:.3f})")
     return GateCheck("max_drop", ok, value, max_drop, msg, ci, mode)
+
+
+def _signed(x: float) -> str:
+    """+0.012 / −0.012 / 0.000: never "-0.000" or "+0.000" for what rounds to zero."""
+    text = f"{x:+.3f}"
+    return "0.000" if text in ("+0.000", "-0.000") else text
+
+
+def _change(drop: float) -> str:
+    """The drop in words: "drop 0.012", "rise 0.012" or "no drop" (rounding to 0.000)."""
+    text = f"{abs(drop):.3f}"
+    if text == "0.000":
+        return "no drop"
+    return f"drop {text}" if drop > 0 else f"rise {text}"
 
 
 def difference_dict(diff: Difference | None) -> dict[str, Any] | None:

@@ -16,6 +16,10 @@ import numpy as np
 
 from sdaudit.errors import DataError, InternalError
 
+# Below this many samples the report says its verdict speaks for those samples only: the
+# image part of each interval is a variance estimated from a handful of images.
+FEW_SAMPLES = 100
+
 if TYPE_CHECKING:
     from sdaudit.analysis.configs import ConfigTable
     from sdaudit.analysis.importance import ImportanceEstimate
@@ -118,6 +122,12 @@ def execute(engine: Executor, table: ConfigTable, config: AuditConfig, data: Dat
     if data.labelled and 0 < held < k:
         notes.append(f"the data holds {held} of the model's {k} classes: per-class figures and "
                      "class selectivity cover those only")
+    if base.n < FEW_SAMPLES:
+        notes.append(f"only {base.n} sample{'s' if base.n != 1 else ''}: "
+                     + ("the interval cannot include the variance over images (one image), "
+                        if base.n < 2 else "the variance over images rests on few of them, ")
+                     + "so the verdict speaks for these samples, not for the data they stand "
+                     f"for (give {FEW_SAMPLES} or more)")
     transparent = int(getattr(data, "transparent", 0))
     if transparent:
         notes.append(f"{transparent} images have transparent pixels: their alpha was "

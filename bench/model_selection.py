@@ -267,7 +267,7 @@ def train_one(
     )
 
 
-def scan_command(run: Run, sdaudit: str, draws: int, audit_seed: int) -> list[str]:
+def scan_command(run: Run, sdaudit: str, draws: str, audit_seed: int) -> list[str]:
     """``sdaudit scan`` of ``run`` on its own training data, writing the JSON report."""
     return [
         *shlex.split(sdaudit),
@@ -287,7 +287,7 @@ def scan_command(run: Run, sdaudit: str, draws: int, audit_seed: int) -> list[st
     ]
 
 
-def audit(run: Run, sdaudit: str, draws: int, audit_seed: int, timeout: float) -> None:
+def audit(run: Run, sdaudit: str, draws: str, audit_seed: int, timeout: float) -> None:
     """Scan ``run``; store its AUC and unablated accuracy or, without raising, why it failed."""
     report, run.audit_error, run.audit_seconds = run_scan(
         scan_command(run, sdaudit, draws, audit_seed), timeout, report=run.report)
@@ -427,7 +427,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arch", default="mlp2x128", choices=ARCHS)
     parser.add_argument("--seeds", default=None, help="comma list of seeds (default: the family's)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the 1,200/597 train/test split")
-    parser.add_argument("--draws", type=int, default=10, help="sdaudit scan --draws (default 10)")
+    parser.add_argument("--draws", default="10",
+                        help="sdaudit scan --draws: a number, or auto (sdaudit's default; default 10)")
     parser.add_argument("--audit-seed", type=int, default=0, help="sdaudit scan --seed, same for all nets")
     parser.add_argument("--sdaudit", default="sdaudit", help="command that runs sdaudit")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per scan")
@@ -443,8 +444,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     except ValueError as exc:
         parser.error(str(exc))
-    if args.draws < 1:
-        parser.error(f"--draws must be at least 1, got {args.draws}")
+    if args.draws != "auto" and (not args.draws.isdigit() or int(args.draws) < 1):
+        parser.error(f"--draws must be auto or at least 1, got {args.draws}")
     return args
 
 

@@ -39,3 +39,30 @@ def test_data_with_every_class_gets_no_such_note(tmp_path):
     assert result.returncode == 0, result.stderr
     notes = json.loads(out.read_text())["summary"]["notes"]
     assert not any("of the model's 10 classes" in n for n in notes)
+
+
+def test_colour_images_converted_to_a_grey_model_are_noted(tmp_path):
+    """RGB copies of the digit PNGs (R = G = B): converted to the CNN's one channel, the same
+    accuracy as the grey originals, and a note saying what was converted."""
+    from PIL import Image
+
+    colour, grey = tmp_path / "colour", tmp_path / "grey"
+    for digit in range(10):
+        for folder in (colour, grey):
+            (folder / str(digit)).mkdir(parents=True)
+        for png in sorted((PNGS / str(digit)).glob("*.png"))[:6]:
+            shutil.copy(png, grey / str(digit) / png.name)
+            Image.open(png).convert("RGB").save(colour / str(digit) / png.name)
+    reports = {}
+    for name, folder in (("colour", colour), ("grey", grey)):
+        out = tmp_path / f"{name}.json"
+        result = sdaudit("scan", str(ROOT / "samples" / "digits-cnn.onnx"), "--data",
+                         str(folder), "--measure", "ablation", "--draws", "1", "--json",
+                         str(out), "-q")
+        assert result.returncode == 0, result.stderr
+        reports[name] = json.loads(out.read_text())
+    notes = [n for n in reports["colour"]["summary"]["notes"] if "converted" in n]
+    assert notes == ["60 images converted colour → grey (the model takes one channel; "
+                     "ITU-R 601 luma, as PIL's convert('L'))"]
+    assert not [n for n in reports["grey"]["summary"]["notes"] if "converted" in n]
+    assert reports["colour"]["unablated"]["accuracy"] == reports["grey"]["unablated"]["accuracy"]

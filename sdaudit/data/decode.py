@@ -20,7 +20,7 @@ What each kind of file becomes (docs/method.md, "Images"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,19 @@ class Pixels:
     image: Image.Image | None
     planes: tuple[Image.Image, ...]
     transparent: bool
+    # "colour → grey" or "grey → colour" where the file's channels are not the model's
+    converted: str | None = None
+
+
+_GREY_MODES = ("1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _conversion(colour: bool, channels: int) -> str | None:
+    if colour and channels == 1:
+        return "colour → grey"
+    if not colour and channels == 3:
+        return "grey → colour"
+    return None
 
 
 def _png_header(path: Path) -> tuple[int, int] | None:
@@ -125,12 +138,15 @@ def read_pixels(path: Path, channels: int) -> Pixels:
             except ValueError:
                 raise UnreadableImageError(f"mode {img.mode} cannot be converted") from None
             result = Pixels(converted, (), alpha is not None and bool((alpha < 255).any()))
+        sixteen = header is not None and header[0] == 16
+        is_colour = header[1] in (2, 6) if sixteen and header else img.mode not in _GREY_MODES
+        result = replace(result, converted=_conversion(bool(is_colour), channels))
     method = _ORIENT.get(int(orientation)) if isinstance(orientation, int) else None
     if method is None:
         return result
     step = getattr(Image.Transpose, method)
-    return Pixels(None if result.image is None else result.image.transpose(step),
-                  tuple(p.transpose(step) for p in result.planes), result.transparent)
+    return replace(result, image=None if result.image is None else result.image.transpose(step),
+                   planes=tuple(p.transpose(step) for p in result.planes))
 
 
 def _bits_per_sample(img: Image.Image) -> tuple[int, ...]:

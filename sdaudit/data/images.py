@@ -16,12 +16,16 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sdaudit.data.base import InputLayout, Sampling, SkipLog
 from sdaudit.data.preprocess import Preprocess, pixels_to_array
 from sdaudit.errors import DataError
+
+if TYPE_CHECKING:
+    from sdaudit.data.decode import Pixels
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -49,6 +53,7 @@ class ImageFolderDataset:
         self.path = str(root)
         self.skipped = SkipLog()
         self.transparent = 0
+        self.converted: dict[str, int] = {}
         self._layout = layout
         self._pre = preprocess
         self._workers = max(1, workers)
@@ -117,15 +122,15 @@ class ImageFolderDataset:
         self._files = files
         self.num_samples = len(files)
 
-    def _decode(self, path: Path) -> tuple[np.ndarray | None, str | bool]:
-        """(sample, whether transparency was dropped), or (None, why it was skipped)."""
+    def _decode(self, path: Path) -> tuple[np.ndarray | None, str | Pixels]:
+        """(sample, its decoded pixels), or (None, why it was skipped)."""
         from PIL import Image, UnidentifiedImageError
 
         from sdaudit.data.decode import UnreadableImageError, read_pixels
 
         try:
             pixels = read_pixels(path, self._layout.channels or 1)
-            return pixels_to_array(pixels, self._pre, self._layout), pixels.transparent
+            return pixels_to_array(pixels, self._pre, self._layout), pixels
         except UnreadableImageError as exc:
             return None, str(exc)
         except UnidentifiedImageError:
@@ -142,9 +147,10 @@ class ImageFolderDataset:
         batches = [self._files[i:i + size] for i in range(0, len(self._files), size)]
         self.skipped = SkipLog()  # each pass sees the same files; count them once
         self.transparent = 0  # images whose alpha had transparent pixels (dropped)
+        self.converted = {}  # images converted to the model's channels, by kind
         with ThreadPoolExecutor(self._workers, thread_name_prefix="sdaudit-decode") as pool:
             def submit(batch: list[tuple[Path, int]]) -> list[Future[tuple[np.ndarray | None,
-                                                                            str | bool]]]:
+                                                                            str | Pixels]]]:
                 return [pool.submit(self._decode, p) for p, _ in batch]
 
             pending = submit(batches[0]) if batches else []
@@ -155,10 +161,12 @@ class ImageFolderDataset:
                 arrays, labels = [], []
                 for (path, label), fut in zip(batch, current, strict=True):
                     arr, info = fut.result()
-                    if arr is None:
+                    if arr is None or isinstance(info, str):
                         self.skipped.add(str(path.relative_to(self.path)), str(info))
                         continue
-                    self.transparent += bool(info)
+                    self.transparent += info.transparent
+                    if info.converted:
+                        self.converted[info.converted] = self.converted.get(info.converted, 0) + 1
                     arrays.append(arr)
                     labels.append(label)
                 if arrays:

@@ -128,6 +128,10 @@ def execute(engine: Executor, table: ConfigTable, config: AuditConfig, data: Dat
                         if base.n < 2 else "the variance over images rests on few of them, ")
                      + "so the verdict speaks for these samples, not for the data they stand "
                      f"for (give {FEW_SAMPLES} or more)")
+    for kind, count in dict(getattr(data, "converted", {}) or {}).items():
+        notes.append(f"{count} images converted {kind} (the model takes "
+                     + ("one channel; ITU-R 601 luma, as PIL's convert('L'))"
+                        if kind.endswith("grey") else "three channels; the grey one repeated)"))
     transparent = int(getattr(data, "transparent", 0))
     if transparent:
         notes.append(f"{transparent} images have transparent pixels: their alpha was "

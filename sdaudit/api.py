@@ -251,10 +251,13 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
         model={"path": str(model_path), "sha256": loaded.sha256, "converted_onnx": loaded.converted,
                "inputs": [s.to_dict() for s in loaded.inputs],
                "outputs": [s.to_dict() for s in loaded.outputs], "output_used": info.output,
-               "output_choice": choice.reason, "metric": info.metric.describe(),
+               "output_choice": choice.reason,
+               "metric": {**info.metric.describe(), **(
+                   {"positions": executor.positions} if "positions" in info.metric.describe()
+                   else {})},
                "output_kind": "probabilities" if executor.probabilities else "logits",
                "opset": loaded.opset, "ir_version": int(loaded.proto.ir_version)},
-        data={**data.describe(), "samples": counts.n // info.metric.positions,
+        data={**data.describe(), "samples": counts.n // executor.positions,
               "classes": meas.classes,
               "class_names": class_names,
               "classes_present": int((counts.class_counts > 0).sum()),

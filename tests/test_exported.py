@@ -393,3 +393,22 @@ def test_detector_scores_per_anchor_exclude_the_boxes(tmp_path):
     scores = _run(model, {"x": xs})[0][:, 2:6, :]
     assert d["ablation"]["accuracy_mean"][1] == pytest.approx(
         float((scores.argmax(1) == 0).mean()))
+
+
+def test_a_fully_resumed_sequence_audit_keeps_its_samples_and_positions(tmp_path):
+    """Every unit read back from the checkpoint, no chunk run: the metric's positions come from
+    the units (a per-position run once reported 6 × the samples and positions 1)."""
+    from sdaudit.runtime.executors import Execution
+
+    path, data, x, _, _ = _sequence_model(tmp_path)
+    config = AuditConfig(fractions=(0.0, 0.5), draws=2, measures=("ablation",), per_layer=False,
+                         device="cpu")
+    execution = Execution(checkpoint=str(tmp_path / "ckpt"))
+    first = report_to_dict(audit(path, data, config, execution=execution))
+    again = report_to_dict(audit(path, data, config, execution=execution))
+    assert again["runtime"]["units_run"] == 0
+    assert again["runtime"]["units_resumed"] > 0
+    for d in (first, again):
+        assert d["data"]["samples"] == len(x)
+        assert d["model"]["metric"]["positions"] == 6
+    assert again["summary"]["ablation_auc"] == first["summary"]["ablation_auc"]

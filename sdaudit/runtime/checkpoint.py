@@ -126,7 +126,7 @@ class PassStore:
                  for k, v in unit.rates.items()}
         meta = {"index": unit.index, "samples": unit.samples, "rates": rates,
                 "probabilities": unit.probabilities, "num_classes": unit.num_classes,
-                "chunk": chunk}
+                "positions": unit.positions, "chunk": chunk}
         arrays = {f"counts.{k}": v for k, v in unit.counts.to_arrays().items()}
         for i, v in enumerate(unit.observed or ()):
             arrays[f"observed.{i}"] = v
@@ -158,4 +158,4 @@ class PassStore:
         observed = tuple(v for _, v in seen) or None
         return UnitResult(index, counts, int(meta["samples"]), dict(meta["rates"]),
                           bool(meta["probabilities"]), int(meta["num_classes"]), resumed=True,
-                          observed=observed)
+                          observed=observed, positions=int(meta.get("positions", 1)))

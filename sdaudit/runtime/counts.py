@@ -268,6 +268,7 @@ class UnitResult:
     resumed: bool = False  # read back from a checkpoint, not run
     # with ``Work.observe``: (outputs, unit means [n, U], labels or predictions, log-probabilities)
     observed: tuple[np.ndarray, ...] | None = None
+    positions: int = 1  # items per sample of the metric (per-position outputs: T, H·W, anchors)
 
 
 def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -271,7 +271,8 @@ class Engine:
             # seconds of each distinct mask row and each noise row on this chunk
             rates["row_s"], rates["noise_row_s"] = self._row_s
         return UnitResult(index, result, n, rates, bool(self.probabilities),
-                          int(self.num_classes or 0), observed=observed)
+                          int(self.num_classes or 0), observed=observed,
+                          positions=int(self.metric.positions))
 
     def planned_rows(self, pass_id: int) -> tuple[int, ...] | None:
         """The configurations of pass ``pass_id`` that ran pruned on every chunk this engine ran

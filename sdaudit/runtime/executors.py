@@ -95,6 +95,7 @@ class Executor:
         self.pruned_configs = 0  # configurations pruned on every chunk, over all passes
         self.probabilities: bool | None = None  # from the first chunk's unit
         self.num_classes: int | None = None
+        self.positions = 1  # the metric's items per sample, as the units computed them
         self._pass_id = 0
         self._info: WorkerInfo | None = None
 
@@ -210,6 +211,7 @@ class Executor:
                     ckpt.save(unit, chunk_digests.pop(unit.index))
             if self.probabilities is None or unit.index == 0:
                 self.probabilities, self.num_classes = unit.probabilities, unit.num_classes
+                self.positions = unit.positions  # items per sample, also of resumed units
             waiting[unit.index] = unit
             while state["next"] in waiting:  # merge in chunk order, whatever finished first
                 ready = waiting.pop(state["next"])

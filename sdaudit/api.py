@@ -244,6 +244,9 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
     if baseline_notes:
         summary = replace(summary, notes=(*baseline_notes, *summary.notes))
     counts = meas.counts
+    metric = info.metric.describe()
+    if "positions" in metric:  # as the units counted them (a resumed run sets up no metric)
+        metric["positions"] = executor.positions
     class_names = list(data.class_names) if data.class_names else None
     finished = datetime.now(timezone.utc)
     return AuditReport(
@@ -252,9 +255,7 @@ def _audit(model_path: str | Path, data_path: str | Path | None, config: AuditCo
                "inputs": [s.to_dict() for s in loaded.inputs],
                "outputs": [s.to_dict() for s in loaded.outputs], "output_used": info.output,
                "output_choice": choice.reason,
-               "metric": {**info.metric.describe(), **(
-                   {"positions": executor.positions} if "positions" in info.metric.describe()
-                   else {})},
+               "metric": metric,
                "output_kind": "probabilities" if executor.probabilities else "logits",
                "opset": loaded.opset, "ir_version": int(loaded.proto.ir_version)},
         data={**data.describe(), "samples": counts.n // executor.positions,

@@ -126,10 +126,10 @@ def _count_nonfinite(counts: SweepCounts, rows: np.ndarray, out: np.ndarray,
                      g: int) -> np.ndarray | None:
     """[g, n] samples whose output holds a NaN or an infinity, counted in ``counts.nonfinite``
     (None when there are none, the usual case)."""
-    finite = np.isfinite(out.reshape(g, -1))
+    finite = np.isfinite(out.reshape(g, len(out) // g, -1))
     if finite.all():
         return None
-    bad = ~np.isfinite(out.reshape(g, len(out) // g, -1)).all(axis=2)
+    bad = ~finite.all(axis=2)
     if len(counts.nonfinite):
         counts.nonfinite[rows] += bad.sum(axis=1)
     return bad
